@@ -1,0 +1,253 @@
+//! The deploy-file schema, as written: serde structs with built-in defaults.
+//!
+//! Durations carry their unit in the key (`connect_timeout_ms`), sizes too
+//! (`max_body_bytes`). Unknown keys are errors, so a typo never falls back to a default.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One deploy file: a whole deployment, from the slot count to every process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deploy {
+    /// Name of the deployment; shows in logs and later prefixes shared keyspaces.
+    #[serde(default = "defaults::name")]
+    pub name: String,
+    /// Number of slots. Fixed for the life of a deployment: changing it moves users.
+    #[serde(default = "defaults::slots")]
+    pub slots: u32,
+    /// Ownership epoch of every slot placed by this file.
+    #[serde(default = "defaults::epoch")]
+    pub epoch: u64,
+    /// Root of every cell's data and of the local supervisor's run files.
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub placement: PlacementConf,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub supervisor: SupervisorConf,
+    #[serde(default)]
+    pub regions: Vec<RegionConf>,
+    #[serde(default)]
+    pub cells: Vec<CellConf>,
+    #[serde(default)]
+    pub routers: Vec<RouterConf>,
+    /// Explicit slot ranges pinned to a cell, applied after the ring.
+    #[serde(default)]
+    pub overrides: Vec<Override>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementConf {
+    /// Ring vnodes per unit of cell weight. Fixed for the deployment, like `slots`.
+    #[serde(default = "defaults::vnodes_per_weight")]
+    pub vnodes_per_weight: u32,
+}
+
+impl Default for PlacementConf {
+    fn default() -> Self {
+        Self {
+            vnodes_per_weight: defaults::vnodes_per_weight(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Router to cell TCP connect.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time a client gets to send a request's headers, on every listener.
+    #[serde(default = "defaults::header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Router: from receiving a request to the cell's response headers.
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// How long a stopping process lets in-flight requests finish.
+    #[serde(default = "defaults::drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+    /// Idle pooled router-to-cell connections are closed after this.
+    #[serde(default = "defaults::pool_idle_timeout_ms")]
+    pub pool_idle_timeout_ms: u64,
+    /// `Retry-After` sent with 503 when a cell cannot be reached.
+    #[serde(default = "defaults::retry_after_s")]
+    pub retry_after_s: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: defaults::connect_timeout_ms(),
+            header_read_timeout_ms: defaults::header_read_timeout_ms(),
+            request_timeout_ms: defaults::request_timeout_ms(),
+            drain_timeout_ms: defaults::drain_timeout_ms(),
+            pool_idle_timeout_ms: defaults::pool_idle_timeout_ms(),
+            retry_after_s: defaults::retry_after_s(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body a router or cell accepts (413 above).
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Open client connections per listener; further connections wait in the backlog.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: u32,
+    /// Idle keep-alive connections a router keeps to each cell.
+    #[serde(default = "defaults::pool_max_idle_per_cell")]
+    pub pool_max_idle_per_cell: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: defaults::max_body_bytes(),
+            max_connections: defaults::max_connections(),
+            pool_max_idle_per_cell: defaults::pool_max_idle_per_cell(),
+        }
+    }
+}
+
+/// Settings of `ldc up`, the local supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorConf {
+    /// First wait before restarting a dead child; doubles per quick death.
+    #[serde(default = "defaults::restart_backoff_initial_ms")]
+    pub restart_backoff_initial_ms: u64,
+    #[serde(default = "defaults::restart_backoff_max_ms")]
+    pub restart_backoff_max_ms: u64,
+    /// How long a child may take to answer `/ready` before `ldc up` gives up on it.
+    #[serde(default = "defaults::ready_timeout_ms")]
+    pub ready_timeout_ms: u64,
+}
+
+impl Default for SupervisorConf {
+    fn default() -> Self {
+        Self {
+            restart_backoff_initial_ms: defaults::restart_backoff_initial_ms(),
+            restart_backoff_max_ms: defaults::restart_backoff_max_ms(),
+            ready_timeout_ms: defaults::ready_timeout_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConf {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellConf {
+    pub id: String,
+    pub region: String,
+    /// Address the cell binds for user traffic. Port 0 lets `ldc up` pick one.
+    pub listen: String,
+    /// Address routers use to reach the cell; `listen` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// Address of the cell's admin listener (`/metrics`, `/health`, `/ready`).
+    pub admin: String,
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
+    /// Cell that takes this cell's slots over when it is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConf {
+    pub id: String,
+    pub region: String,
+    pub listen: String,
+    pub admin: String,
+}
+
+/// Slots `from..=to` belong to `cell`, whatever the ring says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    pub from: u32,
+    /// Last slot of the range, inclusive; `from` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u32>,
+    pub cell: String,
+}
+
+impl Override {
+    pub fn last(&self) -> u32 {
+        self.to.unwrap_or(self.from)
+    }
+}
+
+mod defaults {
+    use std::path::PathBuf;
+
+    pub fn name() -> String {
+        "ldc".to_owned()
+    }
+    pub fn slots() -> u32 {
+        4096
+    }
+    pub fn epoch() -> u64 {
+        1
+    }
+    pub fn data_dir() -> PathBuf {
+        PathBuf::from("./data")
+    }
+    pub fn vnodes_per_weight() -> u32 {
+        256
+    }
+    pub fn connect_timeout_ms() -> u64 {
+        1_000
+    }
+    pub fn header_read_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn request_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn drain_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn pool_idle_timeout_ms() -> u64 {
+        90_000
+    }
+    pub fn retry_after_s() -> u64 {
+        1
+    }
+    pub fn max_body_bytes() -> u64 {
+        64 * 1024
+    }
+    pub fn max_connections() -> u32 {
+        10_000
+    }
+    pub fn pool_max_idle_per_cell() -> u32 {
+        256
+    }
+    pub fn restart_backoff_initial_ms() -> u64 {
+        500
+    }
+    pub fn restart_backoff_max_ms() -> u64 {
+        10_000
+    }
+    pub fn ready_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn weight() -> u32 {
+        1
+    }
+}

@@ -1,0 +1,25 @@
+//! Deploy files of an ldc deployment: the schema, loading, validation and placement.
+//!
+//! A deploy file names regions, cells and routers. Every process loads the same file,
+//! validates it into a [`Topology`] and derives the same [`Placement`] from it, so the
+//! routers and the cells agree on which cell owns which slot without talking.
+
+mod deploy;
+mod hash;
+mod placement;
+mod summary;
+mod topology;
+
+pub use deploy::{
+    CellConf, Deploy, Limits, Override, PlacementConf, RegionConf, RouterConf, SupervisorConf,
+    Timeouts,
+};
+pub use hash::{SLOT_HASH_SEED, slot_of};
+pub use placement::Placement;
+pub use summary::{CellSummary, RegionSummary, RouterSummary, Summary};
+pub use topology::{
+    Cell, ConfigError, Problem, Router, Topology, is_valid_user_id, split_user_path,
+};
+
+/// Exit code for a bad deploy file or bad command-line use (BSD `EX_USAGE`).
+pub const EXIT_USAGE: i32 = 64;

@@ -1,0 +1,58 @@
+//! Why the router answered a request itself instead of with a cell's response.
+
+use http::StatusCode;
+
+/// A request the router could not (or would not) hand to a cell. The status, the
+/// error code and whether a client may safely retry follow from the variant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no user id: use /v1/users/{{user_id}}/... or the X-User-Id header")]
+    MissingUserId,
+    #[error("user id must match [A-Za-z0-9_-]{{1,64}}")]
+    InvalidUserId,
+    #[error("no route for {0}")]
+    NotFound(String),
+    #[error("{0} is not allowed here")]
+    MethodNotAllowed(String),
+    #[error("request body is larger than {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("cell {0} cannot be reached")]
+    CellUnavailable(String),
+    #[error("cell {0} failed while serving the request")]
+    CellFailed(String),
+    #[error("cell {0} did not answer within {1} ms")]
+    CellTimeout(String, u64),
+}
+
+impl RouteError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingUserId | Self::InvalidUserId => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::CellUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::CellFailed(_) => StatusCode::BAD_GATEWAY,
+            Self::CellTimeout(..) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingUserId => "missing_user_id",
+            Self::InvalidUserId => "invalid_user_id",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::BodyTooLarge(_) => "body_too_large",
+            Self::CellUnavailable(_) => "cell_unavailable",
+            Self::CellFailed(_) => "cell_failed",
+            Self::CellTimeout(..) => "cell_timeout",
+        }
+    }
+
+    /// Whether the cell provably never saw the request, so that any request may be
+    /// sent again. After `CellFailed` or `CellTimeout` the cell may have applied it.
+    pub fn retry_safe(&self) -> bool {
+        matches!(self, Self::CellUnavailable(_))
+    }
+}

@@ -1,0 +1,119 @@
+//! The router's Prometheus metrics, with per-cell handles resolved once so the hot
+//! path never looks up a label.
+
+use http::{Method, StatusCode};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OTHER"];
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Latency buckets in seconds, from 100 µs to 10 s.
+const BUCKETS: [f64; 15] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0,
+];
+
+/// The `cell` label of requests the router answered without a cell.
+pub const NO_CELL: &str = "none";
+
+/// Upstream failures, by kind.
+#[derive(Debug, Clone, Copy)]
+pub enum UpstreamError {
+    Connect,
+    Failed,
+    Timeout,
+}
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    pub in_flight: IntGauge,
+}
+
+/// One cell's metric handles.
+#[derive(Debug, Clone)]
+pub struct CellMetrics {
+    requests: Vec<[IntCounter; CLASSES.len()]>,
+    success: Histogram,
+    failure: Histogram,
+    upstream: [IntCounter; 3],
+}
+
+impl Metrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "ldc_router_requests_total",
+                "Requests answered, by cell, method and status class",
+            ),
+            &["cell", "method", "class"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "ldc_router_request_duration_seconds",
+                "Time to response headers, by cell and outcome (success: status below 500)",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["cell", "outcome"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "ldc_router_upstream_errors_total",
+                "Failed attempts to get a response from a cell, by kind",
+            ),
+            &["cell", "kind"],
+        )?;
+        let in_flight = IntGauge::new("ldc_router_in_flight", "Requests being served")?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        Ok(Self {
+            requests,
+            duration,
+            upstream_errors,
+            in_flight,
+        })
+    }
+
+    pub fn cell(&self, cell: &str) -> CellMetrics {
+        CellMetrics {
+            requests: METHODS
+                .iter()
+                .map(|m| CLASSES.map(|c| self.requests.with_label_values(&[cell, m, c])))
+                .collect(),
+            success: self.duration.with_label_values(&[cell, "success"]),
+            failure: self.duration.with_label_values(&[cell, "failure"]),
+            upstream: ["connect", "failed", "timeout"]
+                .map(|kind| self.upstream_errors.with_label_values(&[cell, kind])),
+        }
+    }
+}
+
+impl CellMetrics {
+    pub fn observe(&self, method: &Method, status: StatusCode, seconds: f64) {
+        let method = match *method {
+            Method::GET => 0,
+            Method::POST => 1,
+            Method::PUT => 2,
+            Method::DELETE => 3,
+            Method::PATCH => 4,
+            Method::HEAD => 5,
+            _ => 6,
+        };
+        let class = usize::from(status.as_u16() / 100).clamp(1, CLASSES.len()) - 1;
+        self.requests[method][class].inc();
+        if status.is_server_error() {
+            self.failure.observe(seconds);
+        } else {
+            self.success.observe(seconds);
+        }
+    }
+
+    pub fn upstream_error(&self, kind: UpstreamError) {
+        self.upstream[kind as usize].inc();
+    }
+}

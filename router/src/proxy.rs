@@ -1,0 +1,327 @@
+//! The proxy: user id to cell, request forwarded with its path, query and body
+//! streamed, and the cell's response streamed back with the route in its headers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme, Uri};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::{Either, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use ldc_serve::{Handler, error_chain, json, json_error};
+use ldc_topology::{Topology, is_valid_user_id, split_user_path};
+use prometheus::{IntGauge, Registry};
+use serde::Serialize;
+
+use crate::error::RouteError;
+use crate::metrics::{CellMetrics, Metrics, NO_CELL, UpstreamError};
+
+pub static X_LDC_CELL: HeaderName = HeaderName::from_static("x-ldc-cell");
+pub static X_LDC_SLOT: HeaderName = HeaderName::from_static("x-ldc-slot");
+pub static X_LDC_EPOCH: HeaderName = HeaderName::from_static("x-ldc-epoch");
+static X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+
+/// Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// What the router needs per cell, built once per topology.
+struct Upstream {
+    authority: Authority,
+    id: HeaderValue,
+    metrics: CellMetrics,
+}
+
+/// A topology with its upstreams: swapped as a whole, read without a lock.
+struct Table {
+    topology: Arc<Topology>,
+    upstreams: Vec<Upstream>,
+}
+
+pub struct Proxy {
+    table: ArcSwap<Table>,
+    client: Client<HttpConnector, Limited<Incoming>>,
+    metrics: Metrics,
+    /// Metrics of requests answered without a cell.
+    local: CellMetrics,
+    max_body_bytes: u64,
+    request_timeout: Duration,
+    retry_after: HeaderValue,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("topology", &self.table.load().topology.source())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    pub fn new(topology: Arc<Topology>, registry: &Registry) -> Result<Self, prometheus::Error> {
+        let deploy = topology.deploy();
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_millis(
+            deploy.timeouts.connect_timeout_ms,
+        )));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_millis(deploy.timeouts.pool_idle_timeout_ms))
+            .pool_max_idle_per_host(deploy.limits.pool_max_idle_per_cell as usize)
+            .build(connector);
+        let metrics = Metrics::register(registry)?;
+        Ok(Self {
+            local: metrics.cell(NO_CELL),
+            max_body_bytes: deploy.limits.max_body_bytes,
+            request_timeout: Duration::from_millis(deploy.timeouts.request_timeout_ms),
+            retry_after: HeaderValue::from(deploy.timeouts.retry_after_s),
+            table: ArcSwap::from_pointee(Table::new(topology, &metrics)),
+            client,
+            metrics,
+        })
+    }
+
+    /// The topology requests are routed by now.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.table.load().topology.clone()
+    }
+
+    async fn forward(
+        &self,
+        table: &Table,
+        req: Request<Incoming>,
+        slot: u32,
+        cell: usize,
+    ) -> Result<Response<Incoming>, RouteError> {
+        let upstream = &table.upstreams[cell];
+        let (mut parts, body) = req.into_parts();
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > self.max_body_bytes) {
+            return Err(RouteError::BodyTooLarge(self.max_body_bytes));
+        }
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(upstream.authority.clone());
+        uri.path_and_query = parts.uri.path_and_query().cloned();
+        parts.uri = Uri::from_parts(uri).map_err(|err| RouteError::NotFound(err.to_string()))?;
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        let body = Limited::new(body, self.max_body_bytes as usize);
+        let sent = self.client.request(Request::from_parts(parts, body));
+        let cell_id = || table.topology.cells()[cell].id.clone();
+        match tokio::time::timeout(self.request_timeout, sent).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) => {
+                let error = if err.is_connect() {
+                    upstream.metrics.upstream_error(UpstreamError::Connect);
+                    RouteError::CellUnavailable(cell_id())
+                } else if caused_by_body_limit(&err) {
+                    RouteError::BodyTooLarge(self.max_body_bytes)
+                } else {
+                    upstream.metrics.upstream_error(UpstreamError::Failed);
+                    RouteError::CellFailed(cell_id())
+                };
+                tracing::warn!(cell = %cell_id(), slot, cause = %error_chain(&err), code = error.code(), "forward failed");
+                Err(error)
+            }
+            Err(_) => {
+                upstream.metrics.upstream_error(UpstreamError::Timeout);
+                let timeout_ms = self.request_timeout.as_millis() as u64;
+                tracing::warn!(cell = %cell_id(), slot, timeout_ms, "cell timed out");
+                Err(RouteError::CellTimeout(cell_id(), timeout_ms))
+            }
+        }
+    }
+
+    fn error_response(&self, error: &RouteError) -> Response<ProxyBody> {
+        let mut response =
+            json_error(error.status(), error.code(), error.to_string(), []).map(Either::Right);
+        if error.status() == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, self.retry_after.clone());
+        }
+        response
+    }
+}
+
+impl Table {
+    fn new(topology: Arc<Topology>, metrics: &Metrics) -> Self {
+        let upstreams = topology
+            .cells()
+            .iter()
+            .map(|cell| Upstream {
+                // A SocketAddr always renders as a valid authority and header value.
+                authority: Authority::try_from(cell.advertise.to_string().as_str())
+                    .unwrap_or_else(|_| Authority::from_static("0.0.0.0:0")),
+                id: HeaderValue::try_from(cell.id.as_str())
+                    .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+                metrics: metrics.cell(&cell.id),
+            })
+            .collect();
+        Self {
+            topology,
+            upstreams,
+        }
+    }
+}
+
+/// Where a request goes, read from its path or its `X-User-Id` header.
+enum Target<'r> {
+    /// `GET /v1/route/{user_id}`: answered by the router itself.
+    Placement(&'r str),
+    /// Proxied to the user's cell.
+    User(&'r str),
+}
+
+fn target(req: &Request<Incoming>) -> Result<Target<'_>, RouteError> {
+    let path = req.uri().path();
+    if let Some((user_id, _)) = split_user_path(path) {
+        return Ok(Target::User(user_id));
+    }
+    if let Some(user_id) = path.strip_prefix("/v1/route/") {
+        if req.method() != Method::GET {
+            return Err(RouteError::MethodNotAllowed(req.method().to_string()));
+        }
+        return Ok(Target::Placement(user_id));
+    }
+    if path.starts_with("/v1/") {
+        let header = req
+            .headers()
+            .get(&X_USER_ID)
+            .ok_or(RouteError::MissingUserId)?;
+        let user_id = header.to_str().map_err(|_| RouteError::InvalidUserId)?;
+        return Ok(Target::User(user_id));
+    }
+    Err(RouteError::NotFound(path.to_owned()))
+}
+
+#[derive(Serialize)]
+struct RouteAnswer<'t> {
+    user_id: &'t str,
+    slot: u32,
+    epoch: u64,
+    cell: &'t str,
+    region: &'t str,
+    address: String,
+    standby: Option<&'t str>,
+}
+
+fn placement_answer(topology: &Topology, user_id: &str) -> Response<ProxyBody> {
+    let (slot, index) = topology.route(user_id);
+    let cell = &topology.cells()[index];
+    let answer = RouteAnswer {
+        user_id,
+        slot,
+        epoch: topology.placement().epoch(),
+        cell: &cell.id,
+        region: &cell.region,
+        address: cell.advertise.to_string(),
+        standby: cell.standby.map(|s| topology.cells()[s].id.as_str()),
+    };
+    json(StatusCode::OK, &answer).map(Either::Right)
+}
+
+impl Handler for Proxy {
+    type Body = ProxyBody;
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let _in_flight = InFlight::enter(&self.metrics.in_flight);
+        let method = req.method().clone();
+        let table = self.table.load();
+        let routed = match target(&req) {
+            Ok(Target::User(user_id)) if is_valid_user_id(user_id) => {
+                Ok(table.topology.route(user_id))
+            }
+            Ok(Target::Placement(user_id)) if is_valid_user_id(user_id) => {
+                Err(placement_answer(&table.topology, user_id))
+            }
+            Ok(_) => Err(self.error_response(&RouteError::InvalidUserId)),
+            Err(error) => Err(self.error_response(&error)),
+        };
+        let (metrics, response) = match routed {
+            Err(local) => (&self.local, local),
+            Ok((slot, cell)) => {
+                let upstream = &table.upstreams[cell];
+                let mut response = match self.forward(&table, req, slot, cell).await {
+                    Ok(response) => {
+                        let (mut parts, body) = response.into_parts();
+                        strip_hop_by_hop(&mut parts.headers);
+                        Response::from_parts(parts, Either::Left(body))
+                    }
+                    Err(error) => self.error_response(&error),
+                };
+                let headers = response.headers_mut();
+                headers.insert(X_LDC_CELL.clone(), upstream.id.clone());
+                headers.insert(X_LDC_SLOT.clone(), HeaderValue::from(slot));
+                headers.insert(
+                    X_LDC_EPOCH.clone(),
+                    HeaderValue::from(table.topology.placement().epoch()),
+                );
+                (&upstream.metrics, response)
+            }
+        };
+        metrics.observe(&method, response.status(), started.elapsed().as_secs_f64());
+        response
+    }
+}
+
+/// Counts a request as in flight until it is answered or its client goes away.
+struct InFlight<'g>(&'g IntGauge);
+
+impl<'g> InFlight<'g> {
+    fn enter(gauge: &'g IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(connection) = headers.get(header::CONNECTION).cloned() {
+        for name in connection.to_str().unwrap_or_default().split(',') {
+            headers.remove(name.trim());
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn caused_by_body_limit(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(err) = source {
+        if err.is::<LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}

@@ -1,0 +1,137 @@
+//! The admin listener: `/metrics`, `/health`, `/ready`, plus the owner's own routes.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use prometheus::{Encoder, Registry, TextEncoder};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::phase::{Phase, PhaseTx};
+use crate::reply::{Body, json, json_error};
+use crate::server::{Handler, ServeSettings, serve};
+
+/// Routes a process adds to its admin listener, e.g. `/admin/topology`.
+pub trait AdminRoutes: Send + Sync + 'static {
+    /// The response for a GET of `path`, or `None` when the path is not one of these.
+    fn get(&self, path: &str) -> Option<Response<Body>>;
+}
+
+struct Admin<R> {
+    registry: Registry,
+    phase: watch::Receiver<Phase>,
+    routes: R,
+}
+
+impl<R: AdminRoutes> Handler for Admin<R> {
+    type Body = Body;
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        if req.method() != Method::GET {
+            return json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "the admin listener answers GET only",
+                [],
+            );
+        }
+        match req.uri().path() {
+            "/metrics" => self.metrics(),
+            "/health" => json(StatusCode::OK, &json!({"status": "ok"})),
+            "/ready" => {
+                let phase = *self.phase.borrow();
+                let status = if phase == Phase::Ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                json(status, &json!({"phase": phase}))
+            }
+            path => self.routes.get(path).unwrap_or_else(|| {
+                json_error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no admin route {path}"),
+                    [],
+                )
+            }),
+        }
+    }
+}
+
+impl<R> Admin<R> {
+    fn metrics(&self) -> Response<Body> {
+        let encoder = TextEncoder::new();
+        let mut text = Vec::new();
+        if let Err(err) = encoder.encode(&self.registry.gather(), &mut text) {
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "metrics_encoding",
+                err.to_string(),
+                [],
+            );
+        }
+        let mut response = Response::new(Body::from(text));
+        if let Ok(value) = encoder.format_type().parse() {
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, value);
+        }
+        response
+    }
+}
+
+/// Serves the admin listener until `shutdown` resolves.
+async fn serve_admin<R: AdminRoutes>(
+    listener: TcpListener,
+    registry: Registry,
+    phase: watch::Receiver<Phase>,
+    routes: R,
+    settings: ServeSettings,
+    shutdown: impl Future<Output = ()>,
+) {
+    let admin = Arc::new(Admin {
+        registry,
+        phase,
+        routes,
+    });
+    serve(listener, admin, settings, shutdown).await;
+}
+
+/// Serves a process's two listeners: `main` until `shutdown` resolves (publishing
+/// `Draining` at that moment), and the admin listener until `main` has drained, so
+/// `/ready` keeps telling the truth while the process drains.
+pub async fn serve_with_admin<H: Handler, R: AdminRoutes>(
+    main: (TcpListener, Arc<H>),
+    admin: (TcpListener, Registry, R),
+    phase: PhaseTx,
+    settings: ServeSettings,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let (admin_listener, registry, routes) = admin;
+    let admin_server = serve_admin(
+        admin_listener,
+        registry,
+        phase.subscribe(),
+        routes,
+        settings.clone(),
+        async {
+            // An Err only means the sender is gone, which is the same news.
+            let _ = drained_rx.await;
+        },
+    );
+    let main_server = async {
+        let (listener, handler) = main;
+        serve(listener, handler, settings.clone(), async {
+            shutdown.await;
+            phase.send_replace(Phase::Draining);
+        })
+        .await;
+        let _ = drained_tx.send(());
+    };
+    tokio::join!(main_server, admin_server);
+}

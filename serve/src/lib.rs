@@ -1,0 +1,15 @@
+//! Process plumbing shared by the router and the cells: the serve loop with a
+//! connection limit and a drain deadline, the admin listener, the lifecycle phase,
+//! JSON responses, and the shutdown signal.
+
+mod admin;
+mod phase;
+mod reply;
+mod server;
+mod signal;
+
+pub use admin::{AdminRoutes, serve_with_admin};
+pub use phase::{Phase, PhaseTx, phase_channel};
+pub use reply::{Body, error_chain, json, json_error};
+pub use server::{Handler, ServeSettings, serve};
+pub use signal::{announce, shutdown_signal};

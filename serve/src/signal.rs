@@ -1,0 +1,43 @@
+//! Shutdown triggers and the start-up announcement the local supervisor reads.
+
+use std::net::SocketAddr;
+
+use tokio::io::AsyncReadExt;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Resolves on SIGTERM or SIGINT, or, with `exit_on_stdin_eof`, when standard input
+/// closes: `ldc up` holds its children's stdin open, so a supervisor that dies even
+/// by SIGKILL takes its children with it instead of leaving orphans.
+pub async fn shutdown_signal(exit_on_stdin_eof: bool) {
+    let stdin_closed = async {
+        if !exit_on_stdin_eof {
+            return std::future::pending::<()>().await;
+        }
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stdin.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stopping on stdin EOF only");
+        return stdin_closed.await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+        () = stdin_closed => tracing::info!("stdin closed (supervisor gone); shutting down"),
+    }
+}
+
+/// Prints the one line a process writes to standard output, once both listeners are
+/// bound: `ldc-listening role=cell id=a1 listen=127.0.0.1:7101 admin=127.0.0.1:7201`.
+/// Logs go to standard error, so this line is all a supervisor has to parse.
+pub fn announce(role: &str, id: &str, listen: SocketAddr, admin: SocketAddr) {
+    println!("ldc-listening role={role} id={id} listen={listen} admin={admin}");
+}

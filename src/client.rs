@@ -1,0 +1,123 @@
+//! A small pooled HTTP/1.1 client for the supervisor's readiness checks, the load
+//! tools and the end-to-end tests.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use ldc_serve::error_chain;
+
+/// Bound on one request, connect to last body byte.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("bad request: {0}")]
+    Request(#[from] http::Error),
+    #[error("{url}: {cause}")]
+    Send { url: String, cause: String },
+    #[error("{0}: no response within {REQUEST_TIMEOUT:?}")]
+    Timeout(String),
+}
+
+impl ClientError {
+    /// Whether the server was never reached (nothing listening, connect timeout).
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Self::Send { cause, .. } if cause.starts_with("connect"))
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON (`Value::Null` when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_default()
+    }
+
+    /// A header's value as text, or `""`.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    inner: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpClient {
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        Self {
+            inner: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
+    pub async fn get(&self, url: &str) -> Result<Reply, ClientError> {
+        self.send(Method::GET, url, &[], Bytes::new()).await
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Reply, ClientError> {
+        let mut request = Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(body))?;
+        let exchange = async {
+            let send_error = |cause: String| ClientError::Send {
+                url: url.to_owned(),
+                cause,
+            };
+            let response = self.inner.request(request).await.map_err(|err| {
+                let kind = if err.is_connect() {
+                    "connect"
+                } else {
+                    "request"
+                };
+                send_error(format!("{kind}: {}", error_chain(&err)))
+            })?;
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|err| send_error(format!("body: {err}")))?
+                .to_bytes();
+            Ok(Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout(url.to_owned()))?
+    }
+}

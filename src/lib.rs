@@ -1,0 +1,5 @@
+//! The `ldc` command: router, cell, the local supervisor (`ldc up`) and config tools,
+//! plus the small HTTP client they and the end-to-end tests share.
+
+pub mod client;
+pub mod supervisor;

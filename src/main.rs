@@ -1,0 +1,267 @@
+//! `ldc`: one binary for the router, the cells, the local supervisor and config tools.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use ldc_serve::{announce, shutdown_signal};
+use ldc_topology::{EXIT_USAGE, Topology};
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ldc",
+    version,
+    about = "Cell-based routing for flash sales and payments"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start every cell and router of a deploy file as child processes, restart the
+    /// ones that die, and stop them all on Ctrl-C.
+    Up {
+        #[arg(long, default_value = "config/local.toml")]
+        config: PathBuf,
+    },
+    /// Run one router of a deploy file.
+    Router(ProcessArgs),
+    /// Run one cell of a deploy file.
+    Cell(ProcessArgs),
+    /// Validate a deploy file and print a summary, or every problem found.
+    CheckConfig { file: PathBuf },
+    /// Print where a user id is placed: slot, cell, region and standby.
+    Route {
+        #[arg(long, default_value = "config/local.toml")]
+        config: PathBuf,
+        user_id: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ProcessArgs {
+    #[arg(long)]
+    config: PathBuf,
+    /// Id of the cell or router in the deploy file.
+    #[arg(long)]
+    id: String,
+    /// Stop when standard input closes (set by `ldc up`, so children never outlive it).
+    #[arg(long, hide = true)]
+    exit_on_stdin_eof: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match cli.command {
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Route { config, user_id } => route(&config, &user_id),
+        Command::Up { config } => block_on(ldc::supervisor::up(&config)),
+        Command::Router(args) => block_on(process(Role::Router, args)),
+        Command::Cell(args) => block_on(process(Role::Cell, args)),
+    }
+}
+
+fn block_on(main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("ldc: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(main);
+    // A blocking read of stdin (the supervisor's pipe) only returns at EOF: do not
+    // wait for it.
+    runtime.shutdown_background();
+    code
+}
+
+/// Loads a deploy file, or explains why not and exits with 64.
+fn load(path: &Path) -> Result<Topology, ExitCode> {
+    Topology::load(path).map_err(|err| {
+        eprintln!("{err}");
+        ExitCode::from(EXIT_USAGE as u8)
+    })
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    let topology = match load(file) {
+        Ok(topology) => topology,
+        Err(code) => return code,
+    };
+    let summary = topology.summary();
+    println!(
+        "{}: ok: deployment {:?}, {} slots, epoch {}, {} regions, {} cells, {} routers",
+        file.display(),
+        summary.name,
+        summary.slots,
+        summary.epoch,
+        summary.regions.len(),
+        summary.cells.len(),
+        summary.routers.len()
+    );
+    for region in &summary.regions {
+        println!(
+            "region {}: cells [{}], routers [{}]",
+            region.id,
+            region.cells.join(", "),
+            region.routers.join(", ")
+        );
+    }
+    let fair = f64::from(summary.slots)
+        / summary
+            .cells
+            .iter()
+            .map(|c| f64::from(c.weight))
+            .sum::<f64>();
+    for cell in &summary.cells {
+        println!(
+            "cell {:<12} region {:<12} weight {:<3} slots {:>5} ({:+.1}% of its fair share)  listen {}  admin {}  standby {}",
+            cell.id,
+            cell.region,
+            cell.weight,
+            cell.slots,
+            (f64::from(cell.slots) / (fair * f64::from(cell.weight)) - 1.0) * 100.0,
+            cell.listen,
+            cell.admin,
+            cell.standby.as_deref().unwrap_or("-"),
+        );
+    }
+    for router in &summary.routers {
+        println!(
+            "router {:<10} region {:<12} listen {}  admin {}",
+            router.id, router.region, router.listen, router.admin
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn route(config: &Path, user_id: &str) -> ExitCode {
+    let topology = match load(config) {
+        Ok(topology) => topology,
+        Err(code) => return code,
+    };
+    if !ldc_topology::is_valid_user_id(user_id) {
+        eprintln!("ldc route: user id {user_id:?} must match [A-Za-z0-9_-]{{1,64}}");
+        return ExitCode::from(EXIT_USAGE as u8);
+    }
+    let (slot, index) = topology.route(user_id);
+    let cell = &topology.cells()[index];
+    let standby = cell
+        .standby
+        .map_or("-", |s| topology.cells()[s].id.as_str());
+    println!(
+        "user {user_id}: slot {slot} of {}, cell {} (region {}, {}), standby {standby}, epoch {}",
+        topology.placement().slots(),
+        cell.id,
+        cell.region,
+        cell.advertise,
+        topology.placement().epoch()
+    );
+    ExitCode::SUCCESS
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, ExitCode> {
+    TcpListener::bind(addr).await.map_err(|err| {
+        tracing::error!(cause = %err, %addr, "cannot bind the {what} listener");
+        ExitCode::FAILURE
+    })
+}
+
+/// Binds a process's two listeners and announces their addresses.
+async fn bind_pair(
+    role: &str,
+    id: &str,
+    listen: SocketAddr,
+    admin: SocketAddr,
+) -> Result<(TcpListener, TcpListener), ExitCode> {
+    let listener = bind("main", listen).await?;
+    let admin = bind("admin", admin).await?;
+    let (Ok(listen), Ok(admin_addr)) = (listener.local_addr(), admin.local_addr()) else {
+        tracing::error!("cannot read the bound addresses");
+        return Err(ExitCode::FAILURE);
+    };
+    tracing::info!(role, id, %listen, admin = %admin_addr, "listening");
+    announce(role, id, listen, admin_addr);
+    Ok((listener, admin))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Router,
+    Cell,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Router => "router",
+            Self::Cell => "cell",
+        }
+    }
+}
+
+/// Runs one router or cell of a deploy file until it is told to stop.
+async fn process(role: Role, args: ProcessArgs) -> ExitCode {
+    let topology = match load(&args.config) {
+        Ok(topology) => Arc::new(topology),
+        Err(code) => return code,
+    };
+    let addresses = match role {
+        Role::Router => topology.router(&args.id).map(|r| (r.listen, r.admin)),
+        Role::Cell => topology
+            .cell_index(&args.id)
+            .map(|i| (topology.cells()[i].listen, topology.cells()[i].admin)),
+    };
+    let Some((listen, admin)) = addresses else {
+        eprintln!(
+            "{}: there is no {} {:?}",
+            args.config.display(),
+            role.name(),
+            args.id
+        );
+        return ExitCode::from(EXIT_USAGE as u8);
+    };
+    let (listener, admin) = match bind_pair(role.name(), &args.id, listen, admin).await {
+        Ok(pair) => pair,
+        Err(code) => return code,
+    };
+    let registry = Registry::new();
+    let shutdown = shutdown_signal(args.exit_on_stdin_eof);
+    let outcome = match role {
+        Role::Router => ldc_router::run(topology, listener, admin, registry, shutdown)
+            .await
+            .map_err(|err| err.to_string()),
+        Role::Cell => ldc_cell::run(topology, &args.id, listener, admin, registry, shutdown)
+            .await
+            .map_err(|err| err.to_string()),
+    };
+    match outcome {
+        Ok(()) => {
+            tracing::info!(role = role.name(), id = %args.id, "stopped");
+            ExitCode::SUCCESS
+        }
+        Err(cause) => {
+            tracing::error!(role = role.name(), id = %args.id, %cause, "failed");
+            ExitCode::FAILURE
+        }
+    }
+}
