@@ -100,7 +100,7 @@ impl Cell {
             return Err(CellError::WrongCell {
                 slot,
                 owner: owner.id.clone(),
-                owner_address: owner.advertise.to_string(),
+                owner_address: (owner.advertise.port() != 0).then(|| owner.advertise.to_string()),
                 epoch,
             });
         }
@@ -137,7 +137,7 @@ impl Handler for Cell {
                     epoch,
                 } => vec![
                     ("owner", Value::from(owner.as_str())),
-                    ("owner_address", Value::from(owner_address.as_str())),
+                    ("owner_address", Value::from(owner_address.clone())),
                     ("slot", Value::from(*slot)),
                     ("epoch", Value::from(*epoch)),
                 ],

@@ -12,7 +12,9 @@ pub enum CellError {
     WrongCell {
         slot: u32,
         owner: String,
-        owner_address: String,
+        /// Where the owner listens, when this cell knows (not when it was started
+        /// from a file whose addresses were still port 0).
+        owner_address: Option<String>,
         epoch: u64,
     },
     #[error("no route for {0}")]

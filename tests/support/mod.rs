@@ -1,0 +1,269 @@
+//! Test harness: a whole local cluster started by `ldc up` on free ports, with the
+//! addresses and pids it reports, and SIGKILL at hand.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use ldc::client::HttpClient;
+use ldc_topology::Topology;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// Bound on every wait for the supervisor's report.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A process of the cluster, as `ldc up` reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: u32,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterBuilder {
+    cells: usize,
+    routers: usize,
+    restart_backoff_ms: u64,
+    extra: String,
+}
+
+impl ClusterBuilder {
+    pub fn cells(mut self, n: usize) -> Self {
+        self.cells = n;
+        self
+    }
+
+    /// How long `ldc up` waits before restarting a dead child.
+    pub fn restart_backoff_ms(mut self, ms: u64) -> Self {
+        self.restart_backoff_ms = ms;
+        self
+    }
+
+    /// Extra TOML tables, e.g. `[limits]\nmax_body_bytes = 1024`.
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra = toml.to_owned();
+        self
+    }
+
+    /// Writes a deploy file with every listener on port 0 and starts `ldc up` on it.
+    pub async fn spawn(self) -> Cluster {
+        let dir = TempDir::new().expect("temp dir");
+        let data = dir.path().join("data");
+        let mut text = format!(
+            "name = \"test\"\ndata_dir = \"{}\"\n{}\n[supervisor]\nrestart_backoff_initial_ms = {}\nrestart_backoff_max_ms = {}\n\n[[regions]]\nid = \"local\"\n",
+            data.display(),
+            self.extra,
+            self.restart_backoff_ms,
+            self.restart_backoff_ms.max(10_000),
+        );
+        for i in 1..=self.cells {
+            text += &format!(
+                "\n[[cells]]\nid = \"c{i}\"\nregion = \"local\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n"
+            );
+        }
+        for i in 1..=self.routers {
+            text += &format!(
+                "\n[[routers]]\nid = \"r{i}\"\nregion = \"local\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n"
+            );
+        }
+        let config = dir.path().join("deploy.toml");
+        std::fs::write(&config, text).expect("write deploy file");
+        let log_path = dir.path().join("up.log");
+        let log = File::create(&log_path).expect("log file");
+        let mut up = Command::new(env!("CARGO_BIN_EXE_ldc"))
+            .arg("up")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn ldc up");
+        let stdout = up.stdout.take().expect("stdout");
+        let mut cluster = Cluster {
+            procs: HashMap::new(),
+            topology: None,
+            events: BufReader::new(stdout).lines(),
+            up,
+            log: log_path,
+            data,
+            client: HttpClient::new(),
+            dir,
+        };
+        cluster.next_event_matching("ldc up: ready").await;
+        let resolved = cluster.data.join("test.resolved.toml");
+        cluster.topology = Some(Topology::load(&resolved).expect("resolved deploy file"));
+        cluster
+    }
+}
+
+/// A running cluster. Dropping it kills `ldc up`, whose children then stop by
+/// themselves when their standard input closes.
+#[derive(Debug)]
+pub struct Cluster {
+    up: Child,
+    events: Lines<BufReader<ChildStdout>>,
+    procs: HashMap<String, Proc>,
+    topology: Option<Topology>,
+    log: PathBuf,
+    data: PathBuf,
+    pub client: HttpClient,
+    dir: TempDir,
+}
+
+impl Cluster {
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder {
+            cells: 3,
+            routers: 1,
+            restart_backoff_ms: 200,
+            extra: String::new(),
+        }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        self.topology.as_ref().expect("topology loaded at spawn")
+    }
+
+    pub fn proc(&self, id: &str) -> Proc {
+        *self
+            .procs
+            .get(id)
+            .unwrap_or_else(|| panic!("no process {id}"))
+    }
+
+    /// `http://ADDR` of the first router.
+    pub fn router_url(&self) -> String {
+        format!("http://{}", self.proc("r1").listen)
+    }
+
+    pub fn cell_url(&self, id: &str) -> String {
+        format!("http://{}", self.proc(id).listen)
+    }
+
+    /// The id of the cell that owns `user_id`.
+    pub fn owner(&self, user_id: &str) -> String {
+        let (_, index) = self.topology().route(user_id);
+        self.topology().cells()[index].id.clone()
+    }
+
+    /// `n` user ids owned by `cell`.
+    pub fn users_of(&self, cell: &str, n: usize) -> Vec<String> {
+        (0..)
+            .map(|i| format!("user{i}"))
+            .filter(|u| self.owner(u) == cell)
+            .take(n)
+            .collect()
+    }
+
+    pub fn up_pid(&self) -> Pid {
+        Pid::from_raw(self.up.id().expect("ldc up is running") as i32)
+    }
+
+    pub fn kill9(&self, id: &str) {
+        kill(Pid::from_raw(self.proc(id).pid as i32), Signal::SIGKILL).expect("SIGKILL");
+    }
+
+    pub fn signal_up(&self, signal: Signal) {
+        kill(self.up_pid(), signal).expect("signal ldc up");
+    }
+
+    /// Waits for `ldc up` to exit and returns its exit code.
+    pub async fn wait_up(&mut self) -> Option<i32> {
+        tokio::time::timeout(EVENT_TIMEOUT, self.up.wait())
+            .await
+            .expect("ldc up exits in time")
+            .expect("wait for ldc up")
+            .code()
+    }
+
+    /// The next line of `ldc up`'s report that contains `needle`; records the
+    /// addresses of every process started or restarted on the way.
+    pub async fn next_event_matching(&mut self, needle: &str) -> String {
+        let wait = async {
+            loop {
+                let line = self
+                    .events
+                    .next_line()
+                    .await
+                    .expect("read ldc up output")
+                    .unwrap_or_else(|| panic!("ldc up ended before {needle:?}"));
+                self.record(&line);
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        };
+        match tokio::time::timeout(EVENT_TIMEOUT, wait).await {
+            Ok(line) => line,
+            Err(_) => panic!("no {needle:?} from ldc up within {EVENT_TIMEOUT:?}"),
+        }
+    }
+
+    fn record(&mut self, line: &str) {
+        let Some(rest) = line
+            .strip_prefix("ldc up: started ")
+            .or_else(|| line.strip_prefix("ldc up: restarted "))
+        else {
+            return;
+        };
+        let mut words = rest.split_whitespace();
+        let (_role, id) = (words.next(), words.next().expect("id"));
+        let field = |key: &str| {
+            rest.split_whitespace()
+                .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+                .to_owned()
+        };
+        let proc = Proc {
+            pid: field("pid").parse().expect("pid"),
+            listen: field("listen").parse().expect("listen"),
+            admin: field("admin").parse().expect("admin"),
+        };
+        self.procs.insert(id.to_owned(), proc);
+    }
+
+    /// Pids of every child `ldc up` reported.
+    pub fn child_pids(&self) -> Vec<u32> {
+        self.procs.values().map(|p| p.pid).collect()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+}
+
+/// Whether a process with this pid still exists.
+pub fn alive(pid: u32) -> bool {
+    kill(Pid::from_raw(pid as i32), None).is_ok()
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            eprintln!(
+                "--- last lines of ldc up's log ({}):",
+                self.dir.path().display()
+            );
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        // Children notice the closed pipe and stop by themselves.
+        let _ = self.up.start_kill();
+    }
+}
