@@ -1,6 +1,6 @@
 //! `ldc`: one binary for the router, the cells, the local supervisor and config tools.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -108,8 +108,9 @@ fn check_config(file: &Path) -> ExitCode {
         Err(code) => return code,
     };
     let summary = topology.summary();
-    println!(
-        "{}: ok: deployment {:?}, {} slots, epoch {}, {} regions, {} cells, {} routers",
+    let mut out = String::new();
+    out += &format!(
+        "{}: ok: deployment {:?}, {} slots, epoch {}, {} regions, {} cells, {} routers\n",
         file.display(),
         summary.name,
         summary.slots,
@@ -119,8 +120,8 @@ fn check_config(file: &Path) -> ExitCode {
         summary.routers.len()
     );
     for region in &summary.regions {
-        println!(
-            "region {}: cells [{}], routers [{}]",
+        out += &format!(
+            "region {}: cells [{}], routers [{}]\n",
             region.id,
             region.cells.join(", "),
             region.routers.join(", ")
@@ -133,8 +134,8 @@ fn check_config(file: &Path) -> ExitCode {
             .map(|c| f64::from(c.weight))
             .sum::<f64>();
     for cell in &summary.cells {
-        println!(
-            "cell {:<12} region {:<12} weight {:<3} slots {:>5} ({:+.1}% of its fair share)  listen {}  admin {}  standby {}",
+        out += &format!(
+            "cell {:<12} region {:<12} weight {:<3} slots {:>5} ({:+.1}% of its fair share)  listen {}  admin {}  standby {}\n",
             cell.id,
             cell.region,
             cell.weight,
@@ -146,11 +147,12 @@ fn check_config(file: &Path) -> ExitCode {
         );
     }
     for router in &summary.routers {
-        println!(
-            "router {:<10} region {:<12} listen {}  admin {}",
+        out += &format!(
+            "router {:<10} region {:<12} listen {}  admin {}\n",
             router.id, router.region, router.listen, router.admin
         );
     }
+    print(&out);
     ExitCode::SUCCESS
 }
 
@@ -168,15 +170,20 @@ fn route(config: &Path, user_id: &str) -> ExitCode {
     let standby = cell
         .standby
         .map_or("-", |s| topology.cells()[s].id.as_str());
-    println!(
-        "user {user_id}: slot {slot} of {}, cell {} (region {}, {}), standby {standby}, epoch {}",
+    print(&format!(
+        "user {user_id}: slot {slot} of {}, cell {} (region {}, {}), standby {standby}, epoch {}\n",
         topology.placement().slots(),
         cell.id,
         cell.region,
         cell.advertise,
         topology.placement().epoch()
-    );
+    ));
     ExitCode::SUCCESS
+}
+
+/// Writes to stdout, ignoring a closed pipe (`ldc check-config F | head`).
+fn print(text: &str) {
+    let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
 async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, ExitCode> {

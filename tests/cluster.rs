@@ -82,6 +82,16 @@ async fn a_cell_refuses_users_it_does_not_own_with_421() {
     assert_eq!(right.status, StatusCode::OK);
 }
 
+/// Method, path, headers, body length, expected status and error code.
+type Case = (
+    Method,
+    String,
+    Vec<(&'static str, &'static str)>,
+    usize,
+    StatusCode,
+    &'static str,
+);
+
 #[tokio::test]
 async fn bad_requests_get_json_errors_with_the_documented_codes() {
     let cluster = Cluster::builder()
@@ -91,7 +101,7 @@ async fn bad_requests_get_json_errors_with_the_documented_codes() {
         .await;
     let router = cluster.router_url();
     let long_id = "x".repeat(65);
-    let cases: Vec<(Method, String, Vec<(&str, &str)>, usize, StatusCode, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             Method::GET,
             format!("/v1/users/{long_id}/whoami"),

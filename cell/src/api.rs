@@ -66,7 +66,7 @@ impl Cell {
     /// How many slots this cell owns.
     pub fn owned_slots(&self) -> u32 {
         let topology = &self.topology;
-        topology.placement().slots_per_cell(topology.cells().len())[self.index]
+        topology.slots_per_cell()[self.index]
     }
 
     /// The user id a request is for, and the path after `/v1/users/{user_id}`.

@@ -46,6 +46,7 @@ pub struct Deploy {
 #[serde(deny_unknown_fields)]
 pub struct PlacementConf {
     /// Ring vnodes per unit of cell weight. Fixed for the deployment, like `slots`.
+    /// 1024 keeps 8 equal cells within a few percent of their fair share.
     #[serde(default = "defaults::vnodes_per_weight")]
     pub vnodes_per_weight: u32,
 }
@@ -209,7 +210,7 @@ mod defaults {
         PathBuf::from("./data")
     }
     pub fn vnodes_per_weight() -> u32 {
-        256
+        1024
     }
     pub fn connect_timeout_ms() -> u64 {
         1_000

@@ -1,7 +1,10 @@
 //! Placement: slot to cell, from a consistent-hash ring plus explicit overrides.
 //!
-//! The ring is consulted once, when a topology is built; lookups afterwards are an
-//! index into a slot table, so routing a request costs one hash and one load.
+//! Cells own arcs of a 64-bit ring through their vnodes; slot `i` of `n` sits at the
+//! middle of the `i`-th of `n` equal arcs, so slots sample the ring evenly instead
+//! of clumping where hashes of small integers clump. The ring is consulted once,
+//! when a topology is built; lookups afterwards are an index into a slot table, so
+//! routing a request costs one hash and one load.
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -43,9 +46,16 @@ impl Placement {
             .enumerate()
             .map(|(i, (id, _))| (*id, i as u16))
             .collect();
-        let mut owners: Box<[u16]> = (0..slots)
-            .map(|slot| index[ring.get(u64::from(slot)).as_str()])
-            .collect();
+        let mut owners = vec![0u16; slots as usize].into_boxed_slice();
+        let mut arcs = ring.resident_ranges().peekable();
+        for slot in 0..slots {
+            let point = slot_point(slot, slots);
+            while arcs.next_if(|arc| *arc.keys().end() < point).is_some() {}
+            // The arcs cover the whole ring, so one always holds `point`.
+            if let Some(arc) = arcs.peek() {
+                owners[slot as usize] = index[arc.node().as_str()];
+            }
+        }
         for (range, cell) in overrides {
             for slot in range.clone() {
                 owners[slot as usize] = *cell as u16;
@@ -77,12 +87,18 @@ impl Placement {
         self.epoch
     }
 
-    /// Number of slots each cell owns, indexed like the cell list.
-    pub fn slots_per_cell(&self, cells: usize) -> Vec<u32> {
+    /// Number of slots each cell owns, indexed like the cell list of `cells` cells.
+    pub(crate) fn slots_per_cell(&self, cells: usize) -> Vec<u32> {
         let mut counts = vec![0; cells];
         for owner in self.owners.iter() {
             counts[usize::from(*owner)] += 1;
         }
         counts
     }
+}
+
+/// Where slot `slot` of `slots` sits on the ring: the middle of its equal arc.
+fn slot_point(slot: u32, slots: u32) -> u64 {
+    let twice = u128::from(2 * u64::from(slot) + 1) << 64;
+    (twice / (2 * u128::from(slots))) as u64
 }

@@ -47,7 +47,7 @@ pub struct RouterSummary {
 impl Topology {
     pub fn summary(&self) -> Summary {
         let placement = self.placement();
-        let counts = placement.slots_per_cell(self.cells().len());
+        let counts = self.slots_per_cell();
         let cells = self
             .cells()
             .iter()

@@ -17,8 +17,10 @@ pub const MAX_SLOTS: u32 = 65_536;
 const MAX_VNODES_PER_WEIGHT: u32 = 4_096;
 /// Cap on a cell's `weight`.
 const MAX_WEIGHT: u32 = 1_000;
-/// Cap on the ring's total vnodes, which bounds the time and memory of building it.
-const MAX_RING_VNODES: u64 = 4_000_000;
+/// Cap on the ring's total vnodes. `consistent_hash_ring` inserts vnodes one at a
+/// time into a sorted Vec, so building takes time quadratic in their number: about
+/// 1.1 s in release at this cap (64 cells of weight 1 at the default 1024 vnodes).
+const MAX_RING_VNODES: u64 = 65_536;
 
 /// Why a deploy file was refused. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +212,16 @@ impl Topology {
     pub fn route(&self, user_id: &str) -> (u32, usize) {
         let slot = self.placement.slot_of(user_id);
         (slot, self.placement.owner(slot))
+    }
+
+    /// The cell that owns `slot`. Panics if `slot` is out of range.
+    pub fn owner(&self, slot: u32) -> &Cell {
+        &self.cells[self.placement.owner(slot)]
+    }
+
+    /// Number of slots each cell owns, indexed like [`Topology::cells`].
+    pub fn slots_per_cell(&self) -> Vec<u32> {
+        self.placement.slots_per_cell(self.cells.len())
     }
 
     /// The deploy file as TOML, e.g. after filling in addresses.
