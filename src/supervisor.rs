@@ -263,13 +263,12 @@ fn write_resolved(
     };
     for cell in &mut deploy.cells {
         if let Some(&(listen, admin)) = bound.get(&cell.id) {
-            if let Some(advertise) = cell.advertise.as_mut() {
-                if let Ok(mut addr) = advertise.parse::<SocketAddr>() {
-                    if addr.port() == 0 {
-                        addr.set_port(listen.port());
-                        fill(advertise, addr);
-                    }
-                }
+            if let Some(advertise) = cell.advertise.as_mut()
+                && let Ok(mut addr) = advertise.parse::<SocketAddr>()
+                && addr.port() == 0
+            {
+                addr.set_port(listen.port());
+                fill(advertise, addr);
             }
             fill(&mut cell.listen, listen);
             fill(&mut cell.admin, admin);

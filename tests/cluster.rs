@@ -181,7 +181,7 @@ async fn bad_requests_get_json_errors_with_the_documented_codes() {
             vec![("x-user-id", "alice")],
             0,
             StatusCode::NOT_FOUND,
-            "not_found",
+            "unknown_item",
         ),
         (
             Method::DELETE,

@@ -1,45 +1,187 @@
-//! The cell's HTTP API: ownership check first, then the user's resource.
+//! The cell's HTTP API: ownership check first, then the user's accounts, transfers
+//! and orders. Writes go through the group committer; reads use store snapshots.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use ldc_serve::{Body, Handler, json, json_error};
-use ldc_topology::{Topology, is_valid_user_id, split_user_path};
-use prometheus::{IntCounterVec, Opts, Registry};
-use serde::Serialize;
-use serde_json::Value;
+use ldc_topology::{MAX_MONEY, Topology, is_valid_user_id, split_user_path};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use serde::Deserialize;
+use serde_json::json as value;
 
+use crate::committer::{Committer, SubmitError};
 use crate::error::CellError;
+use crate::ledger::{self, Command, keys};
+use crate::stock::StockCache;
+use crate::store::Store;
 
-pub struct Cell {
-    topology: Arc<Topology>,
-    index: usize,
-    requests: IntCounterVec,
+/// Default page size of list endpoints.
+const DEFAULT_PAGE: u32 = 20;
+
+static JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// Order outcomes counted by `ldc_cell_orders_total`.
+struct OrderMetrics {
+    confirmed: IntCounter,
+    sold_out: IntCounter,
+    declined: IntCounter,
+    failed: IntCounter,
 }
 
-impl std::fmt::Debug for Cell {
+impl OrderMetrics {
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let orders = IntCounterVec::new(
+            Opts::new(
+                "ldc_cell_orders_total",
+                "Order requests by outcome: confirmed, sold_out (fast path), declined \
+                 (funds, replays, bad input), failed (ledger unavailable)",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(orders.clone()))?;
+        Ok(Self {
+            confirmed: orders.with_label_values(&["confirmed"]),
+            sold_out: orders.with_label_values(&["sold_out"]),
+            declined: orders.with_label_values(&["declined"]),
+            failed: orders.with_label_values(&["failed"]),
+        })
+    }
+}
+
+/// Request limits from the deploy file.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    pub max_body_bytes: u64,
+    pub max_order_quantity: u32,
+    pub max_page: u32,
+}
+
+pub struct Cell<S> {
+    topology: Arc<Topology>,
+    index: usize,
+    store: S,
+    committer: Committer,
+    stock: Arc<StockCache>,
+    limits: ApiLimits,
+    requests: IntCounterVec,
+    orders: OrderMetrics,
+}
+
+impl<S> std::fmt::Debug for Cell<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cell")
-            .field("id", &self.id())
+            .field("id", &self.topology.cells()[self.index].id)
             .finish_non_exhaustive()
     }
 }
 
-#[derive(Serialize)]
-struct WhoAmI<'a> {
-    cell: &'a str,
-    region: &'a str,
-    user_id: &'a str,
-    slot: u32,
-    epoch: u64,
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DepositBody {
+    amount: i64,
+    request_id: String,
 }
 
-impl Cell {
-    pub fn new(topology: Arc<Topology>, id: &str, registry: &Registry) -> Result<Self, CellError> {
-        let index = topology
-            .cell_index(id)
-            .ok_or_else(|| CellError::UnknownCell(id.to_owned()))?;
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferBody {
+    to_user: String,
+    amount: i64,
+    request_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderBody {
+    item_id: String,
+    quantity: u32,
+    request_id: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> CellError {
+    CellError::InvalidBody {
+        field: Some(field),
+        message: message.into(),
+    }
+}
+
+fn check_amount(amount: i64) -> Result<i64, CellError> {
+    if amount <= 0 || amount > MAX_MONEY as i64 {
+        return Err(invalid(
+            "amount",
+            format!("amount must be an integer from 1 to {MAX_MONEY} (minor units)"),
+        ));
+    }
+    Ok(amount)
+}
+
+fn check_request_id(request_id: &str) -> Result<(), CellError> {
+    if !is_valid_user_id(request_id) {
+        return Err(invalid(
+            "request_id",
+            "request_id must match [A-Za-z0-9_-]{1,64}",
+        ));
+    }
+    Ok(())
+}
+
+/// `limit` and `before` of a list endpoint.
+fn page_query(query: Option<&str>, max_page: u32) -> Result<(usize, Option<u64>), CellError> {
+    let mut limit = DEFAULT_PAGE.min(max_page);
+    let mut before = None;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, val) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "limit" => {
+                limit = val
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=max_page).contains(l))
+                    .ok_or_else(|| {
+                        CellError::InvalidQuery(format!("limit must be from 1 to {max_page}"))
+                    })?;
+            }
+            "before" => {
+                before = Some(val.parse().map_err(|_| {
+                    CellError::InvalidQuery("before must be a sequence number".to_owned())
+                })?);
+            }
+            other => {
+                return Err(CellError::InvalidQuery(format!(
+                    "unknown query parameter {other:?} (limit, before)"
+                )));
+            }
+        }
+    }
+    Ok((limit as usize, before))
+}
+
+/// A ledger answer as an HTTP response.
+fn raw_json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, JSON.clone());
+    response
+}
+
+impl<S: Store> Cell<S> {
+    pub fn new(
+        topology: Arc<Topology>,
+        index: usize,
+        store: S,
+        committer: Committer,
+        stock: Arc<StockCache>,
+        registry: &Registry,
+    ) -> Result<Self, CellError> {
         let requests = IntCounterVec::new(
             Opts::new(
                 "ldc_cell_requests_total",
@@ -48,25 +190,34 @@ impl Cell {
             &["code"],
         )?;
         registry.register(Box::new(requests.clone()))?;
+        let limits = &topology.deploy().limits;
+        let limits = ApiLimits {
+            max_body_bytes: limits.max_body_bytes,
+            max_order_quantity: limits.max_order_quantity,
+            max_page: limits.max_page,
+        };
         Ok(Self {
+            orders: OrderMetrics::register(registry)?,
             topology,
             index,
+            store,
+            committer,
+            stock,
+            limits,
             requests,
         })
     }
 
-    pub fn topology(&self) -> Arc<Topology> {
-        self.topology.clone()
+    pub fn topology(&self) -> &Arc<Topology> {
+        &self.topology
     }
 
-    pub fn id(&self) -> String {
-        self.topology.cells()[self.index].id.clone()
+    pub fn stock(&self) -> &StockCache {
+        &self.stock
     }
 
-    /// How many slots this cell owns.
-    pub fn owned_slots(&self) -> u32 {
-        let topology = &self.topology;
-        topology.slots_per_cell()[self.index]
+    pub fn store(&self) -> &S {
+        &self.store
     }
 
     /// The user id a request is for, and the path after `/v1/users/{user_id}`.
@@ -90,60 +241,323 @@ impl Cell {
         Ok((user_id, rest))
     }
 
-    fn serve(&self, req: &Request<Incoming>) -> Result<Response<Body>, CellError> {
-        let (user_id, rest) = Self::user(req)?;
-        let topology = &self.topology;
-        let (slot, owner) = topology.route(user_id);
-        let epoch = topology.placement().epoch();
-        if owner != self.index {
-            let owner = &topology.cells()[owner];
-            return Err(CellError::WrongCell {
-                slot,
-                owner: owner.id.clone(),
-                owner_address: (owner.advertise.port() != 0).then(|| owner.advertise.to_string()),
-                epoch,
-            });
+    /// The slot of `user` if this cell owns it, else the 421 naming the owner.
+    fn owned_slot(&self, user: &str) -> Result<u32, CellError> {
+        let (slot, owner) = self.topology.route(user);
+        if owner == self.index {
+            return Ok(slot);
         }
-        match (req.method(), rest) {
-            (&Method::GET, "/whoami") => {
-                let me = &topology.cells()[self.index];
+        let owner = &self.topology.cells()[owner];
+        Err(CellError::WrongCell {
+            slot,
+            owner: owner.id.clone(),
+            owner_address: (owner.advertise.port() != 0).then(|| owner.advertise.to_string()),
+            epoch: self.topology.placement().epoch(),
+        })
+    }
+
+    async fn body<T: for<'de> Deserialize<'de>>(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<T, CellError> {
+        let max = self.limits.max_body_bytes;
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max) {
+            return Err(CellError::BodyTooLarge(max));
+        }
+        let bytes = Limited::new(req.into_body(), max as usize)
+            .collect()
+            .await
+            .map_err(|err| {
+                if err.is::<LengthLimitError>() {
+                    CellError::BodyTooLarge(max)
+                } else {
+                    CellError::InvalidBody {
+                        field: None,
+                        message: format!("cannot read the body: {err}"),
+                    }
+                }
+            })?
+            .to_bytes();
+        serde_json::from_slice(&bytes).map_err(|err| CellError::InvalidBody {
+            field: None,
+            message: format!("invalid JSON body: {err}"),
+        })
+    }
+
+    async fn submit(&self, request: ledger::Request) -> Result<ledger::Reply, CellError> {
+        match self.committer.submit(request).await {
+            Ok(answer) => Ok(answer?),
+            Err(SubmitError::Overloaded) => Err(CellError::Overloaded),
+            Err(SubmitError::Closed) => Err(CellError::Ledger(
+                crate::store::StoreError::Unavailable("the cell is shutting down".to_owned()),
+            )),
+        }
+    }
+
+    async fn serve(&self, req: Request<Incoming>) -> Result<Response<Body>, CellError> {
+        if let Some(item_id) = req.uri().path().strip_prefix("/v1/items/") {
+            if req.method() != Method::GET {
+                return Err(CellError::MethodNotAllowed(req.method().to_string()));
+            }
+            return self.item(item_id);
+        }
+        let (user, rest) = Self::user(&req)?;
+        let slot = self.owned_slot(user)?;
+        let user = user.to_owned();
+        let method = req.method().clone();
+        let query = req.uri().query().map(str::to_owned);
+        match (method, rest) {
+            (Method::GET, "/whoami") => Ok(self.whoami(&user, slot)),
+            (Method::GET, "/balance") => {
+                let mut snapshot = self.store.snapshot().await?;
+                let balance = ledger::balance(&mut snapshot, slot, &user).await?;
                 Ok(json(
                     StatusCode::OK,
-                    &WhoAmI {
-                        cell: &me.id,
-                        region: &me.region,
-                        user_id,
-                        slot,
-                        epoch,
-                    },
+                    &value!({"user_id": user, "balance": balance}),
                 ))
             }
-            (method, "/whoami") => Err(CellError::MethodNotAllowed(method.to_string())),
-            _ => Err(CellError::NotFound(req.uri().path().to_owned())),
+            (Method::POST, "/deposits") => {
+                let body: DepositBody = self.body(req).await?;
+                check_request_id(&body.request_id)?;
+                let command = Command::Deposit {
+                    amount: check_amount(body.amount)?,
+                };
+                self.write(user, slot, body.request_id, command).await
+            }
+            (Method::POST, "/transfers") => {
+                let body: TransferBody = self.body(req).await?;
+                check_request_id(&body.request_id)?;
+                let amount = check_amount(body.amount)?;
+                if !is_valid_user_id(&body.to_user) {
+                    return Err(invalid("to_user", "to_user must match [A-Za-z0-9_-]{1,64}"));
+                }
+                if body.to_user == user {
+                    return Err(CellError::SameUser);
+                }
+                let (to_slot, owner) = self.topology.route(&body.to_user);
+                if owner != self.index {
+                    return Err(CellError::CrossCell {
+                        to_user: body.to_user,
+                        owner: self.topology.cells()[owner].id.clone(),
+                    });
+                }
+                let command = Command::Transfer {
+                    to_user: body.to_user,
+                    to_slot,
+                    amount,
+                };
+                self.write(user, slot, body.request_id, command).await
+            }
+            (Method::POST, "/orders") => {
+                let body: OrderBody = self
+                    .body(req)
+                    .await
+                    .inspect_err(|_| self.orders.declined.inc())?;
+                self.order(user, slot, body).await
+            }
+            (Method::GET, "/orders") => {
+                let (limit, before) = page_query(query.as_deref(), self.limits.max_page)?;
+                self.page(slot, &user, keys::ORDER, "orders", before, limit)
+                    .await
+            }
+            (Method::GET, "/journal") => {
+                let (limit, before) = page_query(query.as_deref(), self.limits.max_page)?;
+                self.page(slot, &user, keys::JOURNAL, "postings", before, limit)
+                    .await
+            }
+            (Method::GET, path) if path.starts_with("/orders/") => {
+                let order_id = &path["/orders/".len()..];
+                let unknown = || CellError::UnknownOrder(order_id.to_owned());
+                let seq = order_id
+                    .strip_prefix('o')
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .ok_or_else(unknown)?;
+                let mut snapshot = self.store.snapshot().await?;
+                let order = ledger::order_by_seq(&mut snapshot, slot, &user, seq)
+                    .await?
+                    .ok_or_else(unknown)?;
+                Ok(json(StatusCode::OK, &order))
+            }
+            (method, path) if is_user_route(path) => {
+                Err(CellError::MethodNotAllowed(method.to_string()))
+            }
+            (_, _) => Err(CellError::NotFound(req.uri().path().to_owned())),
         }
+    }
+
+    fn whoami(&self, user: &str, slot: u32) -> Response<Body> {
+        let me = &self.topology.cells()[self.index];
+        json(
+            StatusCode::OK,
+            &value!({
+                "cell": me.id,
+                "region": me.region,
+                "user_id": user,
+                "slot": slot,
+                "epoch": self.topology.placement().epoch(),
+            }),
+        )
+    }
+
+    fn item(&self, item_id: &str) -> Result<Response<Body>, CellError> {
+        let item = self
+            .stock
+            .item(item_id)
+            .ok_or_else(|| CellError::UnknownItem(item_id.to_owned()))?;
+        let remaining = item.remaining();
+        Ok(json(
+            StatusCode::OK,
+            &value!({
+                "item_id": item.id,
+                "name": item.name,
+                "price": item.price,
+                "share": item.received,
+                "sold": item.received - remaining,
+                "remaining": remaining,
+                "sold_out": item.sold_out(),
+            }),
+        ))
+    }
+
+    async fn write(
+        &self,
+        user: String,
+        slot: u32,
+        request_id: String,
+        command: Command,
+    ) -> Result<Response<Body>, CellError> {
+        let reply = self
+            .submit(ledger::Request {
+                user,
+                slot,
+                request_id,
+                command,
+            })
+            .await?;
+        Ok(raw_json(reply.status, reply.body))
+    }
+
+    async fn order(
+        &self,
+        user: String,
+        slot: u32,
+        body: OrderBody,
+    ) -> Result<Response<Body>, CellError> {
+        let item = self.stock.item(&body.item_id).ok_or_else(|| {
+            self.orders.declined.inc();
+            CellError::UnknownItem(body.item_id.clone())
+        })?;
+        let checked = check_request_id(&body.request_id).and_then(|()| {
+            if body.quantity == 0 || body.quantity > self.limits.max_order_quantity {
+                return Err(invalid(
+                    "quantity",
+                    format!(
+                        "quantity must be from 1 to {}",
+                        self.limits.max_order_quantity
+                    ),
+                ));
+            }
+            Ok(())
+        });
+        if let Err(err) = checked {
+            self.orders.declined.inc();
+            return Err(err);
+        }
+        let request = ledger::Request {
+            user,
+            slot,
+            request_id: body.request_id,
+            command: Command::Order {
+                item_id: body.item_id,
+                quantity: body.quantity,
+                price: item.price,
+            },
+        };
+        if !item.reserve(body.quantity) {
+            // Sold out here: answered from memory. A retry of an order that was
+            // confirmed still gets its first answer.
+            let replay = self.stock.confirmed_reply(
+                &request.user,
+                &request.request_id,
+                request.fingerprint(),
+            );
+            self.orders.sold_out.inc();
+            return match replay {
+                Some(body) => Ok(raw_json(StatusCode::CREATED, body)),
+                None => Err(CellError::SoldOut {
+                    item: item.id.clone(),
+                }),
+            };
+        }
+        match self.submit(request).await {
+            Ok(reply) => {
+                if reply.applied {
+                    self.orders.confirmed.inc();
+                } else {
+                    item.release(body.quantity);
+                    self.orders.declined.inc();
+                }
+                Ok(raw_json(reply.status, reply.body))
+            }
+            Err(err) => {
+                item.release(body.quantity);
+                self.orders.failed.inc();
+                Err(err)
+            }
+        }
+    }
+
+    async fn page(
+        &self,
+        slot: u32,
+        user: &str,
+        tag: u8,
+        name: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Response<Body>, CellError> {
+        let mut snapshot = self.store.snapshot().await?;
+        let (entries, next) = ledger::page(&mut snapshot, slot, user, tag, before, limit).await?;
+        Ok(json(
+            StatusCode::OK,
+            &value!({"user_id": user, name: entries, "next_before": next}),
+        ))
     }
 }
 
-impl Handler for Cell {
+/// Paths under `/v1/users/{user_id}` that exist for some method.
+fn is_user_route(path: &str) -> bool {
+    matches!(
+        path,
+        "/whoami" | "/balance" | "/deposits" | "/transfers" | "/orders" | "/journal"
+    ) || path.starts_with("/orders/")
+}
+
+impl<S: Store> Handler for Cell<S> {
     type Body = Body;
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        let response = self.serve(&req).unwrap_or_else(|error| {
-            let extra: Vec<(&'static str, Value)> = match &error {
-                CellError::WrongCell {
-                    slot,
-                    owner,
-                    owner_address,
-                    epoch,
-                } => vec![
-                    ("owner", Value::from(owner.as_str())),
-                    ("owner_address", Value::from(owner_address.clone())),
-                    ("slot", Value::from(*slot)),
-                    ("epoch", Value::from(*epoch)),
-                ],
-                _ => Vec::new(),
-            };
-            json_error(error.status(), error.code(), error.to_string(), extra)
+        let response = self.serve(req).await.unwrap_or_else(|error| {
+            if error.status().is_server_error() {
+                tracing::warn!(code = error.code(), cause = %error, "request failed");
+            }
+            let mut response = json_error(
+                error.status(),
+                error.code(),
+                error.to_string(),
+                error.details(),
+            );
+            if error.retry_safe() {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            response
         });
         self.requests
             .with_label_values(&[response.status().as_str()])

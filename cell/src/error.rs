@@ -1,6 +1,10 @@
-//! Why a cell refused a request, or could not start.
+//! Why a cell refused a request, or could not start. The status and the stable
+//! error code follow from the variant; the message is for people.
 
 use http::StatusCode;
+use serde_json::Value;
+
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CellError {
@@ -21,6 +25,30 @@ pub enum CellError {
     NotFound(String),
     #[error("{0} is not allowed here")]
     MethodNotAllowed(String),
+    #[error("{message}")]
+    InvalidBody {
+        /// The offending field, when one is to blame.
+        field: Option<&'static str>,
+        message: String,
+    },
+    #[error("request body is larger than {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("no item {0:?}")]
+    UnknownItem(String),
+    #[error("user has no order {0:?}")]
+    UnknownOrder(String),
+    #[error("{item} is sold out at this cell")]
+    SoldOut { item: String },
+    #[error("{to_user} belongs to cell {owner}; transfers across cells are not supported yet")]
+    CrossCell { to_user: String, owner: String },
+    #[error("a transfer needs two different users")]
+    SameUser,
+    #[error("the ledger queue is full; retry shortly")]
+    Overloaded,
+    #[error("the ledger is unavailable: {0}")]
+    Ledger(#[from] StoreError),
     #[error("cell {0} is not in the deploy file")]
     UnknownCell(String),
     #[error("cannot register metrics: {0}")]
@@ -30,10 +58,19 @@ pub enum CellError {
 impl CellError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingUserId | Self::InvalidUserId => StatusCode::BAD_REQUEST,
+            Self::MissingUserId
+            | Self::InvalidUserId
+            | Self::InvalidBody { .. }
+            | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             Self::WrongCell { .. } => StatusCode::MISDIRECTED_REQUEST,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::UnknownItem(_) | Self::UnknownOrder(_) => {
+                StatusCode::NOT_FOUND
+            }
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::SoldOut { .. } => StatusCode::CONFLICT,
+            Self::CrossCell { .. } | Self::SameUser => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Overloaded | Self::Ledger(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UnknownCell(_) | Self::Metrics(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -45,8 +82,46 @@ impl CellError {
             Self::WrongCell { .. } => "wrong_cell",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::InvalidBody { .. } => "invalid_body",
+            Self::BodyTooLarge(_) => "body_too_large",
+            Self::InvalidQuery(_) => "invalid_query",
+            Self::UnknownItem(_) => "unknown_item",
+            Self::UnknownOrder(_) => "unknown_order",
+            Self::SoldOut { .. } => "sold_out",
+            Self::CrossCell { .. } => "cross_cell_not_supported",
+            Self::SameUser => "same_user",
+            Self::Overloaded => "overloaded",
+            Self::Ledger(_) => "ledger_unavailable",
             Self::UnknownCell(_) => "unknown_cell",
             Self::Metrics(_) => "internal",
         }
+    }
+
+    /// Fields beside `code` and `message` in the error object.
+    pub fn details(&self) -> Vec<(&'static str, Value)> {
+        match self {
+            Self::WrongCell {
+                slot,
+                owner,
+                owner_address,
+                epoch,
+            } => vec![
+                ("owner", Value::from(owner.as_str())),
+                ("owner_address", Value::from(owner_address.clone())),
+                ("slot", Value::from(*slot)),
+                ("epoch", Value::from(*epoch)),
+            ],
+            Self::InvalidBody {
+                field: Some(field), ..
+            } => vec![("field", Value::from(*field))],
+            Self::SoldOut { item } => vec![("item_id", Value::from(item.as_str()))],
+            Self::CrossCell { owner, .. } => vec![("owner", Value::from(owner.as_str()))],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the client may send the same request again later.
+    pub fn retry_safe(&self) -> bool {
+        matches!(self, Self::Overloaded | Self::Ledger(_))
     }
 }

@@ -32,6 +32,8 @@ pub struct Deploy {
     #[serde(default)]
     pub supervisor: SupervisorConf,
     #[serde(default)]
+    pub ledger: LedgerConf,
+    #[serde(default)]
     pub regions: Vec<RegionConf>,
     #[serde(default)]
     pub cells: Vec<CellConf>,
@@ -40,6 +42,9 @@ pub struct Deploy {
     /// Explicit slot ranges pinned to a cell, applied after the ring.
     #[serde(default)]
     pub overrides: Vec<Override>,
+    /// Flash-sale items; each cell sells its weight's share of an item's stock.
+    #[serde(default)]
+    pub items: Vec<ItemConf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +112,12 @@ pub struct Limits {
     /// Idle keep-alive connections a router keeps to each cell.
     #[serde(default = "defaults::pool_max_idle_per_cell")]
     pub pool_max_idle_per_cell: u32,
+    /// Largest `quantity` of one order.
+    #[serde(default = "defaults::max_order_quantity")]
+    pub max_order_quantity: u32,
+    /// Largest page a list endpoint (orders, journal) returns.
+    #[serde(default = "defaults::max_page")]
+    pub max_page: u32,
 }
 
 impl Default for Limits {
@@ -115,6 +126,8 @@ impl Default for Limits {
             max_body_bytes: defaults::max_body_bytes(),
             max_connections: defaults::max_connections(),
             pool_max_idle_per_cell: defaults::pool_max_idle_per_cell(),
+            max_order_quantity: defaults::max_order_quantity(),
+            max_page: defaults::max_page(),
         }
     }
 }
@@ -143,6 +156,53 @@ impl Default for SupervisorConf {
     }
 }
 
+/// The cells' ledgers and their group commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConf {
+    #[serde(default)]
+    pub backend: LedgerBackend,
+    /// Most requests applied in one store transaction and one durable commit.
+    #[serde(default = "defaults::batch_max")]
+    pub batch_max: u32,
+    /// How long the committer waits for more requests once it has one, before it
+    /// commits a batch that is not full.
+    #[serde(default = "defaults::batch_wait_us")]
+    pub batch_wait_us: u64,
+    /// Requests waiting for the committer; beyond it, writes get 503 `overloaded`.
+    #[serde(default = "defaults::queue_capacity")]
+    pub queue_capacity: u32,
+}
+
+impl Default for LedgerConf {
+    fn default() -> Self {
+        Self {
+            backend: LedgerBackend::default(),
+            batch_max: defaults::batch_max(),
+            batch_wait_us: defaults::batch_wait_us(),
+            queue_capacity: defaults::queue_capacity(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerBackend {
+    /// A redb file in the cell's data directory.
+    #[default]
+    Embedded,
+}
+
+/// A flash-sale item. Prices are integers in minor units (cents, fen).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemConf {
+    pub id: String,
+    pub name: String,
+    pub price: u64,
+    pub stock: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegionConf {
@@ -166,6 +226,9 @@ pub struct CellConf {
     /// Cell that takes this cell's slots over when it is down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standby: Option<String>,
+    /// The cell's ledger directory; `<data_dir>/<id>` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,5 +313,20 @@ mod defaults {
     }
     pub fn weight() -> u32 {
         1
+    }
+    pub fn max_order_quantity() -> u32 {
+        10
+    }
+    pub fn max_page() -> u32 {
+        100
+    }
+    pub fn batch_max() -> u32 {
+        256
+    }
+    pub fn batch_wait_us() -> u64 {
+        200
+    }
+    pub fn queue_capacity() -> u32 {
+        8192
     }
 }

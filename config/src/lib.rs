@@ -11,14 +11,14 @@ mod summary;
 mod topology;
 
 pub use deploy::{
-    CellConf, Deploy, Limits, Override, PlacementConf, RegionConf, RouterConf, SupervisorConf,
-    Timeouts,
+    CellConf, Deploy, ItemConf, LedgerBackend, LedgerConf, Limits, Override, PlacementConf,
+    RegionConf, RouterConf, SupervisorConf, Timeouts,
 };
 pub use hash::{SLOT_HASH_SEED, slot_of};
 pub use placement::Placement;
 pub use summary::{CellSummary, RegionSummary, RouterSummary, Summary};
 pub use topology::{
-    Cell, ConfigError, Problem, Router, Topology, is_valid_user_id, split_user_path,
+    Cell, ConfigError, MAX_MONEY, Problem, Router, Topology, is_valid_user_id, split_user_path,
 };
 
 /// Exit code for a bad deploy file or bad command-line use (BSD `EX_USAGE`).

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
 
@@ -13,6 +13,11 @@ use crate::placement::Placement;
 
 /// Largest `slots` a deployment may have.
 pub const MAX_SLOTS: u32 = 65_536;
+/// Cap on `ledger.batch_wait_us`: a second of waiting is a stall, not a batch.
+const MAX_BATCH_WAIT_US: u64 = 1_000_000;
+/// Cap on money amounts, prices and stock: keeps every sum of a few of them far from
+/// `i64::MAX`.
+pub const MAX_MONEY: u64 = 1_000_000_000_000_000;
 /// Cap on `placement.vnodes_per_weight`.
 const MAX_VNODES_PER_WEIGHT: u32 = 4_096;
 /// Cap on a cell's `weight`.
@@ -60,6 +65,8 @@ pub struct Cell {
     pub weight: u32,
     /// Index of the standby cell.
     pub standby: Option<usize>,
+    /// Where the cell's ledger lives.
+    pub data_dir: PathBuf,
 }
 
 /// A router of a validated topology.
@@ -224,6 +231,29 @@ impl Topology {
         self.placement.slots_per_cell(self.cells.len())
     }
 
+    /// Each cell's share of `stock` units by weight, indexed like [`Topology::cells`]:
+    /// the integer part of the weighted share, plus one unit each to the cells with
+    /// the largest remainders (ties to the earlier cell), so shares sum to `stock`.
+    pub fn stock_shares(&self, stock: u64) -> Vec<u64> {
+        let total: u128 = self.cells.iter().map(|c| u128::from(c.weight)).sum();
+        let exact: Vec<(u64, u128)> = self
+            .cells
+            .iter()
+            .map(|c| {
+                let weighted = u128::from(stock) * u128::from(c.weight);
+                ((weighted / total) as u64, weighted % total)
+            })
+            .collect();
+        let mut shares: Vec<u64> = exact.iter().map(|(share, _)| *share).collect();
+        let left = stock - shares.iter().sum::<u64>();
+        let mut order: Vec<usize> = (0..exact.len()).collect();
+        order.sort_by(|a, b| exact[*b].1.cmp(&exact[*a].1).then(a.cmp(b)));
+        for index in order.into_iter().take(left as usize) {
+            shares[index] += 1;
+        }
+        shares
+    }
+
     /// The deploy file as TOML, e.g. after filling in addresses.
     pub fn to_toml(&self) -> String {
         toml_string(&self.deploy)
@@ -292,6 +322,8 @@ impl Checker {
         let cells = self.cells(d, &regions);
         let routers = self.routers(d, &regions, &cells);
         self.overrides(d);
+        self.items(d);
+        self.data_dirs(&cells);
         (cells, routers)
     }
 
@@ -326,6 +358,15 @@ impl Checker {
             if value == 0 {
                 self.problem(key, "must be greater than 0");
             }
+        }
+        if d.ledger.batch_wait_us > MAX_BATCH_WAIT_US {
+            self.problem(
+                "ledger.batch_wait_us",
+                format!(
+                    "at most {MAX_BATCH_WAIT_US} (got {})",
+                    d.ledger.batch_wait_us
+                ),
+            );
         }
         if s.restart_backoff_max_ms < s.restart_backoff_initial_ms {
             self.problem(
@@ -410,6 +451,7 @@ impl Checker {
                     admin,
                     weight: c.weight,
                     standby,
+                    data_dir: c.data_dir.clone().unwrap_or_else(|| d.data_dir.join(&c.id)),
                 });
             }
         }
@@ -481,6 +523,48 @@ impl Checker {
                 self.problem(at("from"), format!("overlaps overrides[{j}]"));
             }
             taken.push((from, to, i));
+        }
+    }
+
+    fn items(&mut self, d: &Deploy) {
+        let mut seen = HashSet::new();
+        for (i, item) in d.items.iter().enumerate() {
+            let at = |field: &str| format!("items[{i}].{field}");
+            if !is_valid_user_id(&item.id) {
+                self.problem(at("id"), "must match [A-Za-z0-9_-]{1,64}");
+            } else if !seen.insert(item.id.as_str()) {
+                self.problem(at("id"), format!("duplicate item id {:?}", item.id));
+            }
+            if item.name.is_empty() || item.name.len() > 200 {
+                self.problem(at("name"), "must be 1 to 200 bytes");
+            }
+            if item.price == 0 || item.price > MAX_MONEY {
+                self.problem(
+                    at("price"),
+                    format!(
+                        "must be between 1 and {MAX_MONEY} minor units (got {})",
+                        item.price
+                    ),
+                );
+            }
+            if item.stock > MAX_MONEY {
+                self.problem(
+                    at("stock"),
+                    format!("at most {MAX_MONEY} (got {})", item.stock),
+                );
+            }
+        }
+    }
+
+    fn data_dirs(&mut self, cells: &[Cell]) {
+        let mut seen: HashMap<&Path, &str> = HashMap::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if let Some(other) = seen.insert(&cell.data_dir, &cell.id) {
+                self.problem(
+                    format!("cells[{i}].data_dir"),
+                    format!("{} is also cell {other}'s", cell.data_dir.display()),
+                );
+            }
         }
     }
 

@@ -47,7 +47,7 @@ pub async fn run(
 struct TopologyRoute(Arc<Proxy>);
 
 impl AdminRoutes for TopologyRoute {
-    fn get(&self, path: &str) -> Option<http::Response<Body>> {
+    async fn get(&self, path: &str) -> Option<http::Response<Body>> {
         (path == "/admin/topology")
             .then(|| json(http::StatusCode::OK, &self.0.topology().summary()))
     }

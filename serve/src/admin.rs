@@ -17,7 +17,7 @@ use crate::server::{Handler, ServeSettings, serve};
 /// Routes a process adds to its admin listener, e.g. `/admin/topology`.
 pub trait AdminRoutes: Send + Sync + 'static {
     /// The response for a GET of `path`, or `None` when the path is not one of these.
-    fn get(&self, path: &str) -> Option<Response<Body>>;
+    fn get(&self, path: &str) -> impl Future<Output = Option<Response<Body>>> + Send;
 }
 
 struct Admin<R> {
@@ -50,7 +50,7 @@ impl<R: AdminRoutes> Handler for Admin<R> {
                 };
                 json(status, &json!({"phase": phase}))
             }
-            path => self.routes.get(path).unwrap_or_else(|| {
+            path => self.routes.get(path).await.unwrap_or_else(|| {
                 json_error(
                     StatusCode::NOT_FOUND,
                     "not_found",

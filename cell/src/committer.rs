@@ -1,0 +1,200 @@
+//! Group commit: one thread owns the ledger's write side and applies queued requests
+//! in batches, one store transaction and one durable commit per batch.
+//!
+//! Requests that arrive while a commit is being made to disk queue up and form the
+//! next batch, so batches grow with load by themselves; `batch_wait_us` can add a
+//! short wait for more. A request is answered only after the commit that holds it
+//! returned, i.e. after it is durable. A store failure fails every request of its
+//! batch (none of them was acknowledged, so nothing acknowledged is ever lost).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus::{Histogram, HistogramOpts, Registry};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ledger::{self, Reply, Request};
+use crate::store::{Store, StoreError, Transaction};
+
+/// What a submitter gets back.
+pub type Answer = Result<Reply, StoreError>;
+
+/// Called with every request and reply of a batch after its commit, before anyone is
+/// answered (the stock cache learns of confirmed orders here).
+pub type OnCommit = Arc<dyn Fn(&Request, &Reply) + Send + Sync>;
+
+struct Job {
+    request: Request,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// The submitting side. Cheap to clone.
+#[derive(Clone)]
+pub struct Committer {
+    queue: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committer")
+            .field(
+                "queued",
+                &(self.queue.max_capacity() - self.queue.capacity()),
+            )
+            .finish()
+    }
+}
+
+/// Why a request got no answer from the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The queue is full: the cell is overloaded; retry later.
+    Overloaded,
+    /// The committer is gone (shutting down).
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub batch_max: usize,
+    pub batch_wait: Duration,
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Metrics {
+    commit_seconds: Histogram,
+    batch_size: Histogram,
+}
+
+impl Metrics {
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let commit_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "ldc_ledger_commit_seconds",
+                "Time to apply and durably commit one batch",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16)?),
+        )?;
+        let batch_size = Histogram::with_opts(
+            HistogramOpts::new("ldc_ledger_batch_size", "Requests per committed batch")
+                .buckets(prometheus::exponential_buckets(1.0, 2.0, 12)?),
+        )?;
+        registry.register(Box::new(commit_seconds.clone()))?;
+        registry.register(Box::new(batch_size.clone()))?;
+        Ok(Self {
+            commit_seconds,
+            batch_size,
+        })
+    }
+}
+
+impl Committer {
+    /// Starts the committer thread over `store`. It runs until every `Committer`
+    /// clone is dropped, finishing the batch in hand.
+    pub fn start<S: Store>(
+        store: S,
+        settings: Settings,
+        registry: &Registry,
+        on_commit: OnCommit,
+    ) -> Result<Self, StoreError> {
+        let metrics = Metrics::register(registry)
+            .map_err(|err| StoreError::Internal(format!("metrics: {err}")))?;
+        let (queue, jobs) = mpsc::channel(settings.queue_capacity);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| StoreError::Internal(format!("committer runtime: {err}")))?;
+        std::thread::Builder::new()
+            .name("ldc-committer".to_owned())
+            .spawn(move || {
+                runtime.block_on(run(store, settings, metrics, on_commit, jobs));
+            })
+            .map_err(|err| StoreError::Internal(format!("committer thread: {err}")))?;
+        Ok(Self { queue })
+    }
+
+    /// Queues `request` and waits for its durable outcome.
+    pub async fn submit(&self, request: Request) -> Result<Answer, SubmitError> {
+        let (answer, answered) = oneshot::channel();
+        self.queue
+            .try_send(Job { request, answer })
+            .map_err(|err| match err {
+                mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
+            })?;
+        answered.await.map_err(|_| SubmitError::Closed)
+    }
+}
+
+async fn run<S: Store>(
+    store: S,
+    settings: Settings,
+    metrics: Metrics,
+    on_commit: OnCommit,
+    mut jobs: mpsc::Receiver<Job>,
+) {
+    let mut batch = Vec::with_capacity(settings.batch_max);
+    while let Some(first) = jobs.recv().await {
+        batch.push(first);
+        while batch.len() < settings.batch_max {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if batch.len() < settings.batch_max && !settings.batch_wait.is_zero() {
+            let deadline = tokio::time::Instant::now() + settings.batch_wait;
+            while batch.len() < settings.batch_max {
+                match tokio::time::timeout_at(deadline, jobs.recv()).await {
+                    Ok(Some(job)) => batch.push(job),
+                    _ => break,
+                }
+            }
+        }
+        let started = Instant::now();
+        let size = batch.len();
+        let answers = commit(&store, &batch).await;
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.batch_size.observe(size as f64);
+        match answers {
+            Ok(replies) => {
+                for (job, reply) in batch.drain(..).zip(replies) {
+                    on_commit(&job.request, &reply);
+                    // The submitter may have gone (client hung up); the write stands.
+                    let _ = job.answer.send(Ok(reply));
+                }
+            }
+            Err(err) => {
+                tracing::error!(cause = %err, batch = size, "ledger commit failed");
+                for job in batch.drain(..) {
+                    let _ = job.answer.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Applies and commits one batch; every reply or one error for all.
+async fn commit<S: Store>(store: &S, batch: &[Job]) -> Result<Vec<Reply>, StoreError> {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut txn = store.begin().await?;
+    let mut replies = Vec::with_capacity(batch.len());
+    for job in batch {
+        match ledger::apply(&mut txn, &job.request, now_ms).await {
+            Ok(reply) => replies.push(reply),
+            Err(err) => {
+                if let Err(rollback) = txn.rollback().await {
+                    tracing::warn!(cause = %rollback, "rollback after a failed batch failed");
+                }
+                return Err(err);
+            }
+        }
+    }
+    txn.commit().await?;
+    Ok(replies)
+}
