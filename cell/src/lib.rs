@@ -22,7 +22,7 @@ use prometheus::Registry;
 use serde_json::json as value;
 use tokio::net::TcpListener;
 
-pub use api::Cell;
+pub use api::{Cell, ROUTES};
 use committer::{Committer, OnCommit, Settings};
 pub use error::CellError;
 use ledger::Command;

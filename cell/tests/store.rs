@@ -1,0 +1,242 @@
+//! The embedded store against the conformance suite, and the ledger logic over it:
+//! double entry, refusals inside a batch, idempotency, the oversell guard.
+
+use http::StatusCode;
+use ldc_cell::ledger::{self, Command, Request};
+use ldc_cell::store::{EmbeddedStore, Store, StoreError, Transaction, conformance};
+use serde_json::Value;
+
+fn store() -> (tempfile::TempDir, EmbeddedStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = EmbeddedStore::open(&dir.path().join("cell")).expect("open store");
+    (dir, store)
+}
+
+#[tokio::test]
+async fn embedded_store_passes_the_conformance_suite() {
+    let (_dir, store) = store();
+    conformance::run(&store, b"\x7fconformance").await;
+}
+
+#[tokio::test]
+async fn a_data_directory_opens_in_one_place_at_a_time() {
+    let (dir, store) = store();
+    let second = EmbeddedStore::open(&dir.path().join("cell"));
+    assert!(matches!(second, Err(StoreError::Locked(_))), "{second:?}");
+    drop(store);
+    EmbeddedStore::open(&dir.path().join("cell")).expect("free again once the first is closed");
+}
+
+fn request(user: &str, slot: u32, request_id: &str, command: Command) -> Request {
+    Request {
+        user: user.to_owned(),
+        slot,
+        request_id: request_id.to_owned(),
+        command,
+    }
+}
+
+fn deposit(user: &str, request_id: &str, amount: i64) -> Request {
+    request(user, 1, request_id, Command::Deposit { amount })
+}
+
+fn transfer(from: &str, to: &str, to_slot: u32, request_id: &str, amount: i64) -> Request {
+    let command = Command::Transfer {
+        to_user: to.to_owned(),
+        to_slot,
+        amount,
+    };
+    request(from, 1, request_id, command)
+}
+
+fn order(user: &str, request_id: &str, quantity: u32) -> Request {
+    let command = Command::Order {
+        item_id: "hot".to_owned(),
+        quantity,
+        price: 100,
+    };
+    request(user, 1, request_id, command)
+}
+
+fn body(reply: &ledger::Reply) -> Value {
+    serde_json::from_slice(&reply.body).expect("JSON reply")
+}
+
+async fn audit(store: &EmbeddedStore) -> ledger::Audit {
+    let mut snapshot = store.snapshot().await.expect("snapshot");
+    ledger::audit(&mut snapshot, &["hot"]).await.expect("audit")
+}
+
+/// Applies `requests` in one transaction and commits it.
+async fn batch(store: &EmbeddedStore, stock: u64, requests: &[Request]) -> Vec<ledger::Reply> {
+    let mut txn = store.begin().await.expect("begin");
+    ledger::receive_stock(&mut txn, "hot", stock)
+        .await
+        .expect("stock");
+    let mut replies = Vec::new();
+    for request in requests {
+        replies.push(ledger::apply(&mut txn, request, 1).await.expect("apply"));
+    }
+    txn.commit().await.expect("commit");
+    replies
+}
+
+#[tokio::test]
+async fn money_moves_by_double_entry_and_is_conserved() {
+    let (_dir, store) = store();
+    let replies = batch(
+        &store,
+        10,
+        &[
+            deposit("amy", "d1", 1_000),
+            order("amy", "o1", 3),
+            transfer("amy", "bob", 2, "t1", 200),
+        ],
+    )
+    .await;
+    for reply in &replies {
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", body(reply));
+        assert!(reply.applied);
+    }
+    assert_eq!(body(&replies[1])["amount"], 300);
+    let mut snapshot = store.snapshot().await.expect("snapshot");
+    let balance = ledger::balance(&mut snapshot, 1, "amy")
+        .await
+        .expect("balance");
+    assert_eq!(balance, 500);
+    let balance = ledger::balance(&mut snapshot, 2, "bob")
+        .await
+        .expect("balance");
+    assert_eq!(balance, 200);
+    let (postings, _) = ledger::page(&mut snapshot, 1, "amy", ledger::keys::JOURNAL, None, 10)
+        .await
+        .expect("journal");
+    let amounts: Vec<i64> = postings
+        .iter()
+        .map(|p| p["amount"].as_i64().expect("amount"))
+        .collect();
+    assert_eq!(amounts, [-200, -300, 1_000], "newest first");
+    let audit = audit(&store).await;
+    assert_eq!(audit.deposits, 1_000);
+    assert_eq!(audit.sum_of_user_balances, 700);
+    assert_eq!(audit.merchant_balance, 300);
+    assert_eq!(audit.net, 0, "every transfer's postings sum to zero");
+    assert_eq!(audit.items["hot"].sold, 3);
+    assert_eq!(audit.items["hot"].sold_by_orders, 3);
+}
+
+#[tokio::test]
+async fn a_refused_request_leaves_no_trace_while_its_batch_commits() {
+    let (_dir, store) = store();
+    let replies = batch(
+        &store,
+        10,
+        &[
+            deposit("amy", "d1", 1_000),
+            order("bob", "o1", 1),
+            order("amy", "o2", 2),
+        ],
+    )
+    .await;
+    assert_eq!(replies[0].status, StatusCode::CREATED);
+    let broke = &replies[1];
+    assert_eq!(broke.status, StatusCode::PAYMENT_REQUIRED);
+    assert!(!broke.applied);
+    assert_eq!(body(broke)["error"]["code"], "insufficient_funds");
+    assert_eq!(replies[2].status, StatusCode::CREATED);
+    let mut snapshot = store.snapshot().await.expect("snapshot");
+    let (bob_journal, _) = ledger::page(&mut snapshot, 1, "bob", ledger::keys::JOURNAL, None, 10)
+        .await
+        .expect("journal");
+    assert!(bob_journal.is_empty(), "a refusal writes no posting");
+    let audit = audit(&store).await;
+    assert_eq!(audit.items["hot"].sold, 2, "only the paid order took stock");
+    assert_eq!(audit.negative_balances, 0);
+    assert_eq!(audit.net, 0);
+
+    // The refusal is the request id's outcome from now on, even once bob can pay.
+    let later = batch(
+        &store,
+        10,
+        &[deposit("bob", "d2", 1_000), order("bob", "o1", 1)],
+    )
+    .await;
+    assert_eq!(later[1].status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(later[1].body, broke.body, "byte for byte");
+}
+
+#[tokio::test]
+async fn a_request_id_applies_once_and_cannot_be_reused() {
+    let (_dir, store) = store();
+    let first = batch(
+        &store,
+        0,
+        &[deposit("amy", "d1", 500), deposit("amy", "d1", 500)],
+    )
+    .await;
+    let later = batch(
+        &store,
+        0,
+        &[deposit("amy", "d1", 500), deposit("amy", "d1", 501)],
+    )
+    .await;
+    assert!(first[0].applied && !first[1].applied && !later[0].applied);
+    assert_eq!(first[1].body, first[0].body, "a retry in the same batch");
+    assert_eq!(later[0].body, first[0].body, "a retry in a later batch");
+    assert_eq!(later[0].status, StatusCode::CREATED);
+    assert_eq!(later[1].status, StatusCode::CONFLICT);
+    assert_eq!(body(&later[1])["error"]["code"], "request_id_reused");
+    let mut snapshot = store.snapshot().await.expect("snapshot");
+    let balance = ledger::balance(&mut snapshot, 1, "amy")
+        .await
+        .expect("balance");
+    assert_eq!(balance, 500);
+}
+
+#[tokio::test]
+async fn the_ledger_refuses_to_sell_more_than_the_cell_received() {
+    let (_dir, store) = store();
+    let replies = batch(
+        &store,
+        2,
+        &[
+            deposit("amy", "d1", 10_000),
+            order("amy", "o1", 2),
+            order("amy", "o2", 1),
+        ],
+    )
+    .await;
+    assert_eq!(replies[1].status, StatusCode::CREATED);
+    assert_eq!(replies[2].status, StatusCode::CONFLICT);
+    assert_eq!(body(&replies[2])["error"]["code"], "sold_out");
+    // A second start keeps the first share: what was received comes from the ledger.
+    let mut txn = store.begin().await.expect("begin");
+    let (received, sold) = ledger::receive_stock(&mut txn, "hot", 99)
+        .await
+        .expect("stock");
+    txn.commit().await.expect("commit");
+    assert_eq!((received, sold), (2, 2));
+}
+
+#[tokio::test]
+async fn balances_cannot_overflow_or_go_negative() {
+    let (_dir, store) = store();
+    let max = ldc_topology::MAX_MONEY as i64;
+    let replies = batch(
+        &store,
+        0,
+        &[
+            deposit("amy", "d1", max),
+            deposit("amy", "d2", 1),
+            transfer("bob", "amy", 1, "t1", 1),
+        ],
+    )
+    .await;
+    assert_eq!(replies[0].status, StatusCode::CREATED);
+    assert_eq!(replies[1].status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body(&replies[1])["error"]["code"], "amount_too_large");
+    assert_eq!(replies[2].status, StatusCode::PAYMENT_REQUIRED);
+    let audit = audit(&store).await;
+    assert_eq!((audit.negative_balances, audit.net), (0, 0));
+    assert_eq!(audit.sum_of_user_balances, max);
+}
