@@ -38,6 +38,9 @@ enum Command {
     Cell(ProcessArgs),
     /// Validate a deploy file and print a summary, or every problem found.
     CheckConfig { file: PathBuf },
+    /// Drive a flash-sale workload (deposits, then orders on one item) and report
+    /// throughput and latency by outcome.
+    Bench(ldc::bench::BenchArgs),
     /// Print where a user id is placed: slot, cell, region and standby.
     Route {
         #[arg(long, default_value = "config/local.toml")]
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Route { config, user_id } => route(&config, &user_id),
         Command::Up { config } => block_on(ldc::supervisor::up(&config)),
+        Command::Bench(args) => block_on(ldc::bench::bench(args)),
         Command::Router(args) => block_on(process(Role::Router, args)),
         Command::Cell(args) => block_on(process(Role::Cell, args)),
     }

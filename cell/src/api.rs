@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -68,6 +68,8 @@ pub struct Cell<S> {
     committer: Committer,
     stock: Arc<StockCache>,
     limits: ApiLimits,
+    /// `Retry-After` of 503 answers.
+    retry_after: HeaderValue,
     requests: IntCounterVec,
     orders: OrderMetrics,
 }
@@ -196,8 +198,10 @@ impl<S: Store> Cell<S> {
             max_order_quantity: limits.max_order_quantity,
             max_page: limits.max_page,
         };
+        let retry_after = HeaderValue::from(topology.deploy().timeouts.retry_after_s);
         Ok(Self {
             orders: OrderMetrics::register(registry)?,
+            retry_after,
             topology,
             index,
             store,
@@ -302,7 +306,10 @@ impl<S: Store> Cell<S> {
     async fn serve(&self, req: Request<Incoming>) -> Result<Response<Body>, CellError> {
         if let Some(item_id) = req.uri().path().strip_prefix("/v1/items/") {
             if req.method() != Method::GET {
-                return Err(CellError::MethodNotAllowed(req.method().to_string()));
+                return Err(CellError::MethodNotAllowed {
+                    method: req.method().to_string(),
+                    allow: "GET",
+                });
             }
             return self.item(item_id);
         }
@@ -373,8 +380,10 @@ impl<S: Store> Cell<S> {
             (Method::GET, path) if path.starts_with("/orders/") => {
                 let order_id = &path["/orders/".len()..];
                 let unknown = || CellError::UnknownOrder(order_id.to_owned());
+                // Only the canonical spelling `o<n>`: no sign, no leading zeros.
                 let seq = order_id
                     .strip_prefix('o')
+                    .filter(|n| n.bytes().all(|b| b.is_ascii_digit()) && !n.starts_with('0'))
                     .and_then(|n| n.parse::<u64>().ok())
                     .ok_or_else(unknown)?;
                 let mut snapshot = self.store.snapshot().await?;
@@ -383,9 +392,10 @@ impl<S: Store> Cell<S> {
                     .ok_or_else(unknown)?;
                 Ok(json(StatusCode::OK, &order))
             }
-            (method, path) if is_user_route(path) => {
-                Err(CellError::MethodNotAllowed(method.to_string()))
-            }
+            (method, path) if allowed(path).is_some() => Err(CellError::MethodNotAllowed {
+                method: method.to_string(),
+                allow: allowed(path).unwrap_or_default(),
+            }),
             (_, _) => Err(CellError::NotFound(req.uri().path().to_owned())),
         }
     }
@@ -491,6 +501,7 @@ impl<S: Store> Cell<S> {
                 Some(body) => Ok(raw_json(StatusCode::CREATED, body)),
                 None => Err(CellError::SoldOut {
                     item: item.id.clone(),
+                    remaining: item.remaining(),
                 }),
             };
         }
@@ -544,18 +555,30 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/items/{item_id}"),
 ];
 
-/// Whether a path under `/v1/users/{user_id}` exists for some method.
-fn is_user_route(path: &str) -> bool {
-    ROUTES.iter().any(|(_, route)| {
+/// The methods a path under `/v1/users/{user_id}` answers (an `Allow` header
+/// value), or `None` when no route has that path.
+fn allowed(path: &str) -> Option<&'static str> {
+    let matches = |route: &str| {
         route
             .strip_prefix("/v1/users/{user_id}")
             .is_some_and(|route| match route.strip_suffix("/{order_id}") {
                 Some(prefix) => path
                     .strip_prefix(prefix)
-                    .is_some_and(|id| id.starts_with('/')),
+                    .is_some_and(|id| id.len() > 1 && id.starts_with('/')),
                 None => route == path,
             })
-    })
+    };
+    let methods: Vec<&str> = ROUTES
+        .iter()
+        .filter(|(_, route)| matches(route))
+        .map(|(method, _)| *method)
+        .collect();
+    match methods.as_slice() {
+        [] => None,
+        ["GET"] => Some("GET"),
+        ["POST"] => Some("POST"),
+        _ => Some("GET, POST"),
+    }
 }
 
 impl<S: Store> Handler for Cell<S> {
@@ -575,7 +598,12 @@ impl<S: Store> Handler for Cell<S> {
             if error.retry_safe() {
                 response
                     .headers_mut()
-                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                    .insert(RETRY_AFTER, self.retry_after.clone());
+            }
+            if let CellError::MethodNotAllowed { allow, .. } = error {
+                response
+                    .headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static(allow));
             }
             response
         });

@@ -23,8 +23,8 @@ pub enum CellError {
     },
     #[error("no route for {0}")]
     NotFound(String),
-    #[error("{0} is not allowed here")]
-    MethodNotAllowed(String),
+    #[error("{method} is not allowed here; allowed: {allow}")]
+    MethodNotAllowed { method: String, allow: &'static str },
     #[error("{message}")]
     InvalidBody {
         /// The offending field, when one is to blame.
@@ -39,8 +39,8 @@ pub enum CellError {
     UnknownItem(String),
     #[error("user has no order {0:?}")]
     UnknownOrder(String),
-    #[error("{item} is sold out at this cell")]
-    SoldOut { item: String },
+    #[error("{}", sold_out_message(.item, *.remaining))]
+    SoldOut { item: String, remaining: u64 },
     #[error("{to_user} belongs to cell {owner}; transfers across cells are not supported yet")]
     CrossCell { to_user: String, owner: String },
     #[error("a transfer needs two different users")]
@@ -66,10 +66,11 @@ impl CellError {
             Self::NotFound(_) | Self::UnknownItem(_) | Self::UnknownOrder(_) => {
                 StatusCode::NOT_FOUND
             }
-            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::SoldOut { .. } => StatusCode::CONFLICT,
             Self::CrossCell { .. } | Self::SameUser => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Ledger(StoreError::Internal(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Overloaded | Self::Ledger(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UnknownCell(_) | Self::Metrics(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -81,7 +82,7 @@ impl CellError {
             Self::InvalidUserId => "invalid_user_id",
             Self::WrongCell { .. } => "wrong_cell",
             Self::NotFound(_) => "not_found",
-            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::InvalidBody { .. } => "invalid_body",
             Self::BodyTooLarge(_) => "body_too_large",
             Self::InvalidQuery(_) => "invalid_query",
@@ -91,6 +92,7 @@ impl CellError {
             Self::CrossCell { .. } => "cross_cell_not_supported",
             Self::SameUser => "same_user",
             Self::Overloaded => "overloaded",
+            Self::Ledger(StoreError::Internal(_)) => "ledger_failed",
             Self::Ledger(_) => "ledger_unavailable",
             Self::UnknownCell(_) => "unknown_cell",
             Self::Metrics(_) => "internal",
@@ -114,14 +116,29 @@ impl CellError {
             Self::InvalidBody {
                 field: Some(field), ..
             } => vec![("field", Value::from(*field))],
-            Self::SoldOut { item } => vec![("item_id", Value::from(item.as_str()))],
+            Self::SoldOut { item, remaining } => vec![
+                ("item_id", Value::from(item.as_str())),
+                ("remaining", Value::from(*remaining)),
+            ],
             Self::CrossCell { owner, .. } => vec![("owner", Value::from(owner.as_str()))],
             _ => Vec::new(),
         }
     }
 
-    /// Whether the client may send the same request again later.
+    /// Whether the client may send the same request again later: the cell is
+    /// overloaded or its store unreachable, not broken.
     pub fn retry_safe(&self) -> bool {
-        matches!(self, Self::Overloaded | Self::Ledger(_))
+        match self {
+            Self::Overloaded => true,
+            Self::Ledger(err) => !matches!(err, StoreError::Internal(_)),
+            _ => false,
+        }
+    }
+}
+
+fn sold_out_message(item: &str, remaining: u64) -> String {
+    match remaining {
+        0 => format!("{item} is sold out at this cell"),
+        n => format!("only {n} of {item} left at this cell"),
     }
 }

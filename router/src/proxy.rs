@@ -157,10 +157,19 @@ impl Proxy {
     fn error_response(&self, error: &RouteError) -> Response<ProxyBody> {
         let mut response =
             json_error(error.status(), error.code(), error.to_string(), []).map(Either::Right);
-        if error.status() == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, self.retry_after.clone());
+        match error {
+            RouteError::CellUnavailable(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, self.retry_after.clone());
+            }
+            // The router's only own route, `/v1/route/{user_id}`, is GET.
+            RouteError::MethodNotAllowed(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET"));
+            }
+            _ => {}
         }
         response
     }
