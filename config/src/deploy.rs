@@ -324,7 +324,7 @@ mod defaults {
         256
     }
     pub fn batch_wait_us() -> u64 {
-        200
+        0
     }
     pub fn queue_capacity() -> u32 {
         8192

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use redb::{
     Database, DatabaseError, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
-    TableDefinition, WriteTransaction,
+    Table, TableDefinition, WriteTransaction,
 };
 
 use super::{Order, Pairs, Snapshot, Store, StoreError, Transaction};
@@ -74,6 +74,7 @@ impl Store for EmbeddedStore {
 
     async fn begin(&self) -> Result<EmbeddedTxn, StoreError> {
         let txn = self.db.begin_write().map_err(internal)?;
+        let txn = OpenTxn::try_new(txn, |txn| txn.open_table(LEDGER)).map_err(internal)?;
         Ok(EmbeddedTxn { txn })
     }
 
@@ -84,8 +85,20 @@ impl Store for EmbeddedStore {
     }
 }
 
+/// The ledger table of a write transaction, opened once per transaction: opening a
+/// redb table per operation cost more than the operation itself.
+type LedgerTable<'txn> = Table<'txn, &'static [u8], &'static [u8]>;
+
+self_cell::self_cell!(
+    struct OpenTxn {
+        owner: WriteTransaction,
+        #[covariant]
+        dependent: LedgerTable,
+    }
+);
+
 pub struct EmbeddedTxn {
-    txn: WriteTransaction,
+    txn: OpenTxn,
 }
 
 impl std::fmt::Debug for EmbeddedTxn {
@@ -126,8 +139,7 @@ fn collect<T: ReadableTable<&'static [u8], &'static [u8]>>(
 
 impl Transaction for EmbeddedTxn {
     async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let table = self.txn.open_table(LEDGER).map_err(internal)?;
-        let value = table.get(key).map_err(internal)?;
+        let value = self.txn.borrow_dependent().get(key).map_err(internal)?;
         Ok(value.map(|v| v.value().to_vec()))
     }
 
@@ -137,17 +149,17 @@ impl Transaction for EmbeddedTxn {
     }
 
     async fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), StoreError> {
-        let mut table = self.txn.open_table(LEDGER).map_err(internal)?;
-        table
-            .insert(key.as_slice(), value.as_slice())
-            .map_err(internal)?;
-        Ok(())
+        self.txn.with_dependent_mut(|_, table| {
+            table
+                .insert(key.as_slice(), value.as_slice())
+                .map(drop)
+                .map_err(internal)
+        })
     }
 
     async fn delete(&mut self, key: Vec<u8>) -> Result<(), StoreError> {
-        let mut table = self.txn.open_table(LEDGER).map_err(internal)?;
-        table.remove(key.as_slice()).map_err(internal)?;
-        Ok(())
+        self.txn
+            .with_dependent_mut(|_, table| table.remove(key.as_slice()).map(drop).map_err(internal))
     }
 
     async fn scan(
@@ -156,17 +168,17 @@ impl Transaction for EmbeddedTxn {
         limit: usize,
         order: Order,
     ) -> Result<Pairs, StoreError> {
-        let table = self.txn.open_table(LEDGER).map_err(internal)?;
-        collect(&table, &range, limit, order)
+        collect(self.txn.borrow_dependent(), &range, limit, order)
     }
 
     async fn commit(self) -> Result<(), StoreError> {
-        // Durability::Immediate (redb's default): fsync before returning.
-        self.txn.commit().map_err(internal)
+        // Closing the table first hands its root back to the transaction. Durability
+        // is redb's default, Immediate: fsync before returning.
+        self.txn.into_owner().commit().map_err(internal)
     }
 
     async fn rollback(self) -> Result<(), StoreError> {
-        self.txn.abort().map_err(internal)
+        self.txn.into_owner().abort().map_err(internal)
     }
 }
 
