@@ -43,6 +43,12 @@ async fn order(client: &HttpClient, router: &str, user: &str, request_id: &str) 
     }
 }
 
+/// Sends an attempt's order again, with its request id.
+async fn retry(cluster: &Cluster, attempt: &Attempt) -> Attempt {
+    let router = cluster.router_url();
+    order(&cluster.client, &router, &attempt.user, &attempt.request_id).await
+}
+
 async fn deposit_all(cluster: &Cluster, users: &[String], amount: i64) {
     let mut tasks = JoinSet::new();
     for user in users {
@@ -200,13 +206,7 @@ async fn a_cell_killed_under_orders_loses_nothing_acknowledged_and_applies_nothi
     }
     // Every acknowledged order is in the ledger, and a retry answers it byte for byte.
     for attempt in &acknowledged {
-        let reply = order(
-            &cluster.client,
-            &cluster.router_url(),
-            &attempt.user,
-            &attempt.request_id,
-        )
-        .await;
+        let reply = retry(&cluster, attempt).await;
         assert_eq!(reply.status, Some(StatusCode::CREATED), "{attempt:?}");
         assert_eq!(reply.body, attempt.body, "first outcome, byte for byte");
         let order_id = serde_json::from_slice::<Value>(&attempt.body).expect("json")["order_id"]
@@ -227,13 +227,7 @@ async fn a_cell_killed_under_orders_loses_nothing_acknowledged_and_applies_nothi
     }
     // Interrupted orders may or may not have committed; a retry settles them, once.
     for attempt in &unanswered {
-        let reply = order(
-            &cluster.client,
-            &cluster.router_url(),
-            &attempt.user,
-            &attempt.request_id,
-        )
-        .await;
+        let reply = retry(&cluster, attempt).await;
         assert_eq!(
             reply.status,
             Some(StatusCode::CREATED),

@@ -116,6 +116,15 @@ type RangeEntry<'a> = Result<
     redb::StorageError,
 >;
 
+/// One key's value from a redb table.
+fn read<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    table: &T,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let value = table.get(key).map_err(internal)?;
+    Ok(value.map(|v| v.value().to_vec()))
+}
+
 /// Collects up to `limit` pairs of a redb range in `order`.
 fn collect<T: ReadableTable<&'static [u8], &'static [u8]>>(
     table: &T,
@@ -139,8 +148,7 @@ fn collect<T: ReadableTable<&'static [u8], &'static [u8]>>(
 
 impl Transaction for EmbeddedTxn {
     async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let value = self.txn.borrow_dependent().get(key).map_err(internal)?;
-        Ok(value.map(|v| v.value().to_vec()))
+        read(self.txn.borrow_dependent(), key)
     }
 
     async fn get_for_update(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -190,8 +198,7 @@ pub struct EmbeddedSnapshot {
 
 impl Snapshot for EmbeddedSnapshot {
     async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let value = self.table.get(key).map_err(internal)?;
-        Ok(value.map(|v| v.value().to_vec()))
+        read(&self.table, key)
     }
 
     async fn scan(
