@@ -1,9 +1,9 @@
 //! The ledger's storage contract: a small transactional key-value interface over
 //! ordered byte keys, with one implementation per backend.
 //!
-//! It is shaped after what both backends do natively: redb's single-writer
-//! serializable transactions and TiKV's optimistic/pessimistic transactions through
-//! `tikv-client` (get, get-for-update, put, delete, scan, commit, rollback), plus
+//! It is shaped after what both backends do natively: fjall's optimistic
+//! transactions with snapshot reads and TiKV's optimistic/pessimistic transactions
+//! through `tikv-client` (get, get-for-update, put, delete, scan, commit, rollback), plus
 //! read-only snapshots for queries. The ledger logic is written once, over this.
 
 pub mod conformance;
