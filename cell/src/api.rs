@@ -216,6 +216,11 @@ impl<S: Store> Cell<S> {
         &self.topology
     }
 
+    /// This cell's index in the topology.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
     pub fn stock(&self) -> &StockCache {
         &self.stock
     }

@@ -56,6 +56,8 @@ pub enum SubmitError {
 
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
+    /// Times a batch that hit a write conflict is applied again from scratch.
+    pub conflict_retries: u32,
     pub batch_max: usize,
     pub batch_wait: Duration,
     pub queue_capacity: usize,
@@ -154,7 +156,7 @@ async fn run<S: Store>(
         }
         let started = Instant::now();
         let size = batch.len();
-        let answers = commit(&store, &batch).await;
+        let answers = retry_conflicts(settings.conflict_retries, || commit(&store, &batch)).await;
         metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -173,6 +175,28 @@ async fn run<S: Store>(
                     let _ = job.answer.send(Err(err.clone()));
                 }
             }
+        }
+    }
+}
+
+/// Runs `attempt` until it does not fail with a write conflict, at most
+/// `retries + 1` times. A conflicting commit changed nothing, so the batch can be
+/// applied again from scratch; every other outcome is final.
+pub async fn retry_conflicts<T, F>(
+    retries: u32,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, StoreError>
+where
+    F: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut left = retries;
+    loop {
+        match attempt().await {
+            Err(StoreError::Conflict(cause)) if left > 0 => {
+                left -= 1;
+                tracing::warn!(%cause, retries_left = left, "write conflict; applying the batch again");
+            }
+            outcome => return outcome,
         }
     }
 }
@@ -197,4 +221,52 @@ async fn commit<S: Store>(store: &S, batch: &[Job]) -> Result<Vec<Reply>, StoreE
     }
     txn.commit().await?;
     Ok(replies)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    /// An attempt that conflicts `conflicts` times, then returns `last`.
+    async fn run(
+        retries: u32,
+        conflicts: u32,
+        last: Result<u32, StoreError>,
+    ) -> (Result<u32, StoreError>, u32) {
+        let calls = Cell::new(0);
+        let outcome = retry_conflicts(retries, || {
+            calls.set(calls.get() + 1);
+            let result = if calls.get() <= conflicts {
+                Err(StoreError::Conflict("key".to_owned()))
+            } else {
+                last.clone()
+            };
+            async move { result }
+        })
+        .await;
+        (outcome, calls.get())
+    }
+
+    #[tokio::test]
+    async fn a_conflicting_batch_is_retried_until_it_commits() {
+        assert_eq!(run(3, 2, Ok(7)).await, (Ok(7), 3));
+        assert_eq!(run(3, 0, Ok(7)).await, (Ok(7), 1));
+    }
+
+    #[tokio::test]
+    async fn conflicts_beyond_the_bound_fail_cleanly() {
+        let (outcome, calls) = run(2, 10, Ok(7)).await;
+        assert!(matches!(outcome, Err(StoreError::Conflict(_))));
+        assert_eq!(calls, 3, "one attempt and two retries");
+    }
+
+    #[tokio::test]
+    async fn other_failures_are_not_retried() {
+        let undetermined = Err(StoreError::Undetermined("primary".to_owned()));
+        assert_eq!(run(5, 0, undetermined.clone()).await, (undetermined, 1));
+        let down = Err(StoreError::Unavailable("pd".to_owned()));
+        assert_eq!(run(5, 1, down.clone()).await, (down, 2));
+    }
 }

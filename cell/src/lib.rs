@@ -27,7 +27,7 @@ use committer::{Committer, OnCommit, Settings};
 pub use error::CellError;
 use ledger::Command;
 use stock::StockCache;
-use store::{EmbeddedStore, Store, Transaction};
+use store::{EmbeddedStore, Store, TikvStore, Transaction};
 
 /// Runs cell `id` of `topology` on the given listeners until `shutdown` resolves,
 /// then drains. Opens and recovers the ledger before it reports ready.
@@ -42,16 +42,39 @@ pub async fn run(
     let index = topology
         .cell_index(id)
         .ok_or_else(|| CellError::UnknownCell(id.to_owned()))?;
-    let store = match topology.deploy().ledger.backend {
-        LedgerBackend::Embedded => EmbeddedStore::open(&topology.cells()[index].data_dir)?,
-    };
-    let cell = Arc::new(open(topology, index, store, &registry).await?);
-    let settings = ServeSettings::from_deploy(cell.topology().deploy());
+    let ledger = &topology.deploy().ledger;
+    match ledger.backend {
+        LedgerBackend::Embedded => {
+            let store = EmbeddedStore::open(&topology.cells()[index].data_dir)?;
+            let cell = open(topology, index, store, &registry).await?;
+            serve(cell, listener, admin, registry, shutdown).await
+        }
+        LedgerBackend::Tikv => {
+            let prefix = store::tikv::key_prefix(&topology.deploy().name, id);
+            let timeout = Duration::from_millis(ledger.op_timeout_ms);
+            let store = TikvStore::connect(&ledger.pd_endpoints, prefix, timeout).await?;
+            let cell = open(topology, index, store, &registry).await?;
+            serve(cell, listener, admin, registry, shutdown).await
+        }
+    }
+}
+
+/// Serves a recovered cell until `shutdown` resolves, then drains.
+async fn serve<S: Store>(
+    cell: Cell<S>,
+    listener: TcpListener,
+    admin: TcpListener,
+    registry: Registry,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), CellError> {
+    let cell = Arc::new(cell);
+    let topology = cell.topology().clone();
+    let settings = ServeSettings::from_deploy(topology.deploy());
     let (phase, _) = phase_channel();
     phase.send_replace(Phase::Ready);
     tracing::info!(
-        cell = id,
-        slots = cell.topology().slots_per_cell()[index],
+        cell = %topology.cells()[cell.index()].id,
+        slots = topology.slots_per_cell()[cell.index()],
         items = cell.stock().ids().len(),
         "ready"
     );
@@ -111,6 +134,7 @@ pub async fn open<S: Store + Clone>(
         })
     };
     let settings = Settings {
+        conflict_retries: deploy.ledger.conflict_retries,
         batch_max: deploy.ledger.batch_max as usize,
         batch_wait: Duration::from_micros(deploy.ledger.batch_wait_us),
         queue_capacity: deploy.ledger.queue_capacity as usize,

@@ -9,12 +9,14 @@
 pub mod conformance;
 mod embedded;
 mod overlay;
+pub mod tikv;
 
 use std::future::Future;
 use std::ops::Range;
 
 pub use embedded::EmbeddedStore;
 pub use overlay::Overlay;
+pub use tikv::TikvStore;
 
 /// Why a store operation failed, and whether it is worth retrying.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -172,6 +172,16 @@ pub struct LedgerConf {
     /// Requests waiting for the committer; beyond it, writes get 503 `overloaded`.
     #[serde(default = "defaults::queue_capacity")]
     pub queue_capacity: u32,
+    /// `backend = "tikv"`: the PD endpoints of the TiKV cluster (`host:port`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pd_endpoints: Vec<String>,
+    /// `backend = "tikv"`: bound on every call to the cluster, so an outage fails
+    /// writes with 503 instead of hanging them.
+    #[serde(default = "defaults::op_timeout_ms")]
+    pub op_timeout_ms: u64,
+    /// Times a batch whose commit hit a write conflict is applied again.
+    #[serde(default = "defaults::conflict_retries")]
+    pub conflict_retries: u32,
 }
 
 impl Default for LedgerConf {
@@ -181,6 +191,9 @@ impl Default for LedgerConf {
             batch_max: defaults::batch_max(),
             batch_wait_us: defaults::batch_wait_us(),
             queue_capacity: defaults::queue_capacity(),
+            pd_endpoints: Vec::new(),
+            op_timeout_ms: defaults::op_timeout_ms(),
+            conflict_retries: defaults::conflict_retries(),
         }
     }
 }
@@ -188,9 +201,11 @@ impl Default for LedgerConf {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LedgerBackend {
-    /// A redb file in the cell's data directory.
+    /// A fjall database in the cell's data directory.
     #[default]
     Embedded,
+    /// A shared TiKV cluster, through `tikv-client`.
+    Tikv,
 }
 
 /// A flash-sale item. Prices are integers in minor units (cents, fen).
@@ -328,5 +343,11 @@ mod defaults {
     }
     pub fn queue_capacity() -> u32 {
         8192
+    }
+    pub fn op_timeout_ms() -> u64 {
+        2_000
+    }
+    pub fn conflict_retries() -> u32 {
+        3
     }
 }

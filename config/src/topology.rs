@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
 
-use crate::deploy::Deploy;
+use crate::deploy::{Deploy, LedgerBackend};
 use crate::placement::Placement;
 
 /// Largest `slots` a deployment may have.
@@ -119,6 +119,8 @@ impl Topology {
                     .prefix_separator("_")
                     .separator("__")
                     .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("ledger.pd_endpoints")
                     .source(env),
             )
             .build()
@@ -367,6 +369,27 @@ impl Checker {
                     d.ledger.batch_wait_us
                 ),
             );
+        }
+        match (d.ledger.backend, d.ledger.pd_endpoints.is_empty()) {
+            (LedgerBackend::Tikv, true) => self.problem(
+                "ledger.pd_endpoints",
+                "backend = \"tikv\" needs the PD endpoints, e.g. [\"127.0.0.1:2379\"]",
+            ),
+            (LedgerBackend::Embedded, false) => {
+                self.problem("ledger.pd_endpoints", "only used with backend = \"tikv\"")
+            }
+            _ => {}
+        }
+        for (i, endpoint) in d.ledger.pd_endpoints.iter().enumerate() {
+            let valid = endpoint
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                self.problem(
+                    format!("ledger.pd_endpoints[{i}]"),
+                    format!("{endpoint:?} is not host:port"),
+                );
+            }
         }
         if s.restart_backoff_max_ms < s.restart_backoff_initial_ms {
             self.problem(

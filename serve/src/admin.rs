@@ -66,7 +66,11 @@ impl<R> Admin<R> {
     fn metrics(&self) -> Response<Body> {
         let encoder = TextEncoder::new();
         let mut text = Vec::new();
-        if let Err(err) = encoder.encode(&self.registry.gather(), &mut text) {
+        // Ours, plus what libraries register in the default registry (tikv-client
+        // does, and links the same prometheus 0.13).
+        let mut families = self.registry.gather();
+        families.extend(prometheus::gather());
+        if let Err(err) = encoder.encode(&families, &mut text) {
             return json_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "metrics_encoding",

@@ -1,0 +1,48 @@
+//! The ledger conformance suite against a real TiKV cluster, when `PD_ADDRS` names
+//! its PD endpoints (comma-separated), e.g. after `tiup playground`:
+//! `PD_ADDRS=127.0.0.1:2379 cargo test -p ldc-cell --test tikv -- --nocapture`.
+//! Without it the test says so loudly and checks only that a cluster that cannot
+//! be reached fails fast with an error naming the endpoints.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ldc_cell::store::{StoreError, TikvStore, conformance, tikv::key_prefix};
+
+#[tokio::test]
+async fn tikv_store_passes_the_conformance_suite() {
+    let Ok(addrs) = std::env::var("PD_ADDRS") else {
+        eprintln!(
+            "SKIPPED tikv_store_passes_the_conformance_suite: set PD_ADDRS to run it against TiKV"
+        );
+        return;
+    };
+    let endpoints: Vec<String> = addrs.split(',').map(str::to_owned).collect();
+    // A fresh cell prefix per run, so earlier runs' keys never interfere.
+    let run = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let prefix = key_prefix("conformance", &format!("run{run}"));
+    let store = TikvStore::connect(&endpoints, prefix, Duration::from_secs(10))
+        .await
+        .expect("connect to TiKV");
+    conformance::run(&store, b"\x7fconformance").await;
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_fails_fast_naming_the_endpoints() {
+    // Port 1 on loopback: nothing listens there.
+    let endpoints = vec!["127.0.0.1:1".to_owned()];
+    let started = Instant::now();
+    let err = TikvStore::connect(&endpoints, key_prefix("d", "c"), Duration::from_secs(5))
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(
+        matches!(&err, StoreError::Unavailable(m) if m.contains("127.0.0.1:1")),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
