@@ -315,6 +315,9 @@ async fn start(spec: &Spec, config: &Path, settings: &Settings) -> Result<Runnin
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
+        // Its own process group: a terminal's Ctrl-C reaches only `ldc up`, which then
+        // stops routers before cells instead of watching them all die at once.
+        .process_group(0)
         .spawn()
         .map_err(|err| StartError::Spawn(settings.exe.display().to_string(), err))?;
     let pid = child.id().unwrap_or_default();

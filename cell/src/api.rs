@@ -167,6 +167,16 @@ fn page_query(query: Option<&str>, max_page: u32) -> Result<(usize, Option<u64>)
     Ok((limit as usize, before))
 }
 
+/// Why a request never reached the committer.
+fn unsubmitted(err: SubmitError) -> CellError {
+    match err {
+        SubmitError::Overloaded => CellError::Overloaded,
+        SubmitError::Closed => CellError::Ledger(crate::store::StoreError::Unavailable(
+            "the cell is shutting down".to_owned(),
+        )),
+    }
+}
+
 /// A ledger answer as an HTTP response.
 fn raw_json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -301,10 +311,7 @@ impl<S: Store> Cell<S> {
     async fn submit(&self, request: ledger::Request) -> Result<ledger::Reply, CellError> {
         match self.committer.submit(request).await {
             Ok(answer) => Ok(answer?),
-            Err(SubmitError::Overloaded) => Err(CellError::Overloaded),
-            Err(SubmitError::Closed) => Err(CellError::Ledger(
-                crate::store::StoreError::Unavailable("the cell is shutting down".to_owned()),
-            )),
+            Err(err) => Err(unsubmitted(err)),
         }
     }
 
@@ -510,20 +517,25 @@ impl<S: Store> Cell<S> {
                 }),
             };
         }
-        match self.submit(request).await {
-            Ok(reply) => {
+        // Once queued, the committer settles the reservation (see `open`), even if
+        // this request's client hangs up; only a request never queued is ours to undo.
+        match self.committer.submit(request).await {
+            Ok(Ok(reply)) => {
                 if reply.applied {
                     self.orders.confirmed.inc();
                 } else {
-                    item.release(body.quantity);
                     self.orders.declined.inc();
                 }
                 Ok(raw_json(reply.status, reply.body))
             }
+            Ok(Err(err)) => {
+                self.orders.failed.inc();
+                Err(CellError::Ledger(err))
+            }
             Err(err) => {
                 item.release(body.quantity);
                 self.orders.failed.inc();
-                Err(err)
+                Err(unsubmitted(err))
             }
         }
     }

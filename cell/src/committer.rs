@@ -19,9 +19,10 @@ use crate::store::{Store, StoreError, Transaction};
 /// What a submitter gets back.
 pub type Answer = Result<Reply, StoreError>;
 
-/// Called with every request and reply of a batch after its commit, before anyone is
-/// answered (the stock cache learns of confirmed orders here).
-pub type OnCommit = Arc<dyn Fn(&Request, &Reply) + Send + Sync>;
+/// Called with every request of a batch and its reply once the batch is durable, or
+/// with `None` when the batch failed, before anyone is answered. The stock cache
+/// settles order reservations here, so they settle even when the submitter is gone.
+pub type OnCommit = Arc<dyn Fn(&Request, Option<&Reply>) + Send + Sync>;
 
 struct Job {
     request: Request,
@@ -164,7 +165,7 @@ async fn run<S: Store>(
         match answers {
             Ok(replies) => {
                 for (job, reply) in batch.drain(..).zip(replies) {
-                    on_commit(&job.request, &reply);
+                    on_commit(&job.request, Some(&reply));
                     // The submitter may have gone (client hung up); the write stands.
                     let _ = job.answer.send(Ok(reply));
                 }
@@ -172,6 +173,7 @@ async fn run<S: Store>(
             Err(err) => {
                 tracing::error!(cause = %err, batch = size, "ledger commit failed");
                 for job in batch.drain(..) {
+                    on_commit(&job.request, None);
                     let _ = job.answer.send(Err(err.clone()));
                 }
             }

@@ -123,13 +123,25 @@ pub async fn open<S: Store + Clone>(
     let on_commit: OnCommit = {
         let stock = stock.clone();
         Arc::new(move |request, reply| {
-            if reply.applied && matches!(request.command, Command::Order { .. }) {
-                stock.remember_confirmed(
+            let Command::Order {
+                item_id, quantity, ..
+            } = &request.command
+            else {
+                return;
+            };
+            match reply {
+                Some(reply) if reply.applied => stock.remember_confirmed(
                     &request.user,
                     &request.request_id,
                     request.fingerprint(),
                     &reply.body,
-                );
+                ),
+                // Refused, replayed or failed: the units reserved for it go back.
+                _ => {
+                    if let Some(item) = stock.item(item_id) {
+                        item.release(*quantity);
+                    }
+                }
             }
         })
     };

@@ -36,19 +36,22 @@ impl ItemStock {
         self.remaining.load(Ordering::Acquire).max(0) as u64
     }
 
-    /// Takes `quantity` units if that many are left.
+    /// Takes `quantity` units if that many are left. Never drives the count below
+    /// zero, not even for a moment, so a small order never sees a false sold-out.
     pub fn reserve(&self, quantity: u32) -> bool {
-        if self.sold_out() {
-            return false;
-        }
         let quantity = i64::from(quantity);
-        let before = self.remaining.fetch_sub(quantity, Ordering::AcqRel);
-        if before < quantity {
-            self.remaining.fetch_add(quantity, Ordering::AcqRel);
-            return false;
+        let taken = self
+            .remaining
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                (left >= quantity).then_some(left - quantity)
+            });
+        match taken {
+            Ok(before) => {
+                self.gauge.set(before - quantity);
+                true
+            }
+            Err(_) => false,
         }
-        self.gauge.set(before - quantity);
-        true
     }
 
     /// Gives back units of an order that did not go through.

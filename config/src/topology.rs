@@ -346,6 +346,11 @@ impl Checker {
                 "limits.pool_max_idle_per_cell",
                 u64::from(l.pool_max_idle_per_cell),
             ),
+            ("limits.max_order_quantity", u64::from(l.max_order_quantity)),
+            ("limits.max_page", u64::from(l.max_page)),
+            ("ledger.batch_max", u64::from(d.ledger.batch_max)),
+            ("ledger.queue_capacity", u64::from(d.ledger.queue_capacity)),
+            ("ledger.op_timeout_ms", d.ledger.op_timeout_ms),
             (
                 "supervisor.restart_backoff_initial_ms",
                 s.restart_backoff_initial_ms,
