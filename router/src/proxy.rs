@@ -314,9 +314,17 @@ impl Drop for InFlight<'_> {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(connection) = headers.get(header::CONNECTION).cloned() {
-        for name in connection.to_str().unwrap_or_default().split(',') {
-            headers.remove(name.trim());
+    if headers.contains_key(header::CONNECTION) {
+        // Every `Connection` line may name more hop-by-hop headers.
+        let named: Vec<String> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|name| name.trim().to_owned())
+            .collect();
+        for name in named {
+            headers.remove(name.as_str());
         }
     }
     for name in &HOP_BY_HOP {
@@ -333,4 +341,29 @@ fn caused_by_body_limit(err: &(dyn std::error::Error + 'static)) -> bool {
         source = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_connection_line_names_hop_by_hop_headers() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::CONNECTION, HeaderValue::from_static("x-one"));
+        headers.append(
+            header::CONNECTION,
+            HeaderValue::from_static("x-two, keep-alive"),
+        );
+        for name in ["x-one", "x-two", "keep-alive", "x-kept"] {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static("1"));
+        }
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept", "transfer-encoding"]);
+    }
 }
