@@ -222,15 +222,18 @@ impl Transaction for TikvTxn {
         order: Order,
     ) -> Result<Pairs, StoreError> {
         let range = encode_range(&self.prefix, &range);
-        let pairs = match order {
-            Order::Ascending => bounded(self.timeout, self.txn.scan(range, limit(count))).await?,
+        // The two scans return different iterator types: decode each on its own.
+        match order {
+            Order::Ascending => {
+                let pairs = bounded(self.timeout, self.txn.scan(range, limit(count))).await?;
+                Ok(decode(&self.prefix, pairs))
+            }
             Order::Descending => {
                 let pairs =
                     bounded(self.timeout, self.txn.scan_reverse(range, limit(count))).await?;
-                return Ok(decode(&self.prefix, pairs));
+                Ok(decode(&self.prefix, pairs))
             }
-        };
-        Ok(decode(&self.prefix, pairs))
+        }
     }
 
     async fn commit(mut self) -> Result<(), StoreError> {
