@@ -267,6 +267,7 @@ async fn a_killed_cell_fails_only_its_users_fast_and_comes_back() {
         restarted.contains(&format!("listen={}", cluster.proc("c2").listen)),
         "same address: {restarted}"
     );
+    cluster.wait_routed(&victims[0], "c2").await;
     for user in &victims {
         let reply = cluster
             .client

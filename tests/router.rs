@@ -29,6 +29,41 @@ impl Handler for SlowCell {
     }
 }
 
+/// A cell's admin listener that answers `/ready` with the shards it lists, which
+/// may change while it runs.
+struct FakeAdmin {
+    shards: std::sync::Mutex<serde_json::Value>,
+}
+
+impl Handler for FakeAdmin {
+    type Body = Body;
+
+    async fn handle(&self, _req: Request<Incoming>) -> Response<Body> {
+        let shards = self.shards.lock().expect("shards").clone();
+        json(
+            StatusCode::OK,
+            &serde_json::json!({"phase": "ready", "shards": shards}),
+        )
+    }
+}
+
+/// Starts a fake admin listener serving `shards`; returns its address and a handle
+/// to change them.
+async fn fake_admin(shards: serde_json::Value) -> (SocketAddr, Arc<FakeAdmin>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let admin = Arc::new(FakeAdmin {
+        shards: std::sync::Mutex::new(shards),
+    });
+    tokio::spawn(serve(
+        listener,
+        admin.clone(),
+        settings(),
+        std::future::pending(),
+    ));
+    (addr, admin)
+}
+
 fn settings() -> ServeSettings {
     ServeSettings {
         header_read_timeout: Duration::from_secs(5),
@@ -50,8 +85,6 @@ async fn slow_cell(delay: Duration) -> (SocketAddr, Arc<Notify>) {
     (addr, arrived)
 }
 
-/// A topology with one cell at `cell`, and a router running on free ports until
-/// the returned sender fires.
 struct TestRouter {
     url: String,
     admin: String,
@@ -59,10 +92,18 @@ struct TestRouter {
     done: tokio::task::JoinHandle<()>,
 }
 
+/// A topology with one cell at `cell` whose admin listener says it serves its own
+/// shard, and a router running on free ports until the returned sender fires.
 async fn router(cell: SocketAddr, timeouts: &str) -> TestRouter {
-    let text = format!(
-        "[timeouts]\n{timeouts}\n[[regions]]\nid = \"r\"\n[[cells]]\nid = \"c1\"\nregion = \"r\"\nlisten = \"{cell}\"\nadmin = \"127.0.0.1:1\"\n"
+    let (admin, _) = fake_admin(serde_json::json!([{"cell": "c1", "epoch": 1}])).await;
+    let cells = format!(
+        "[[cells]]\nid = \"c1\"\nregion = \"r\"\nlisten = \"{cell}\"\nadmin = \"{admin}\"\n"
     );
+    start_router(&format!("[timeouts]\n{timeouts}\n"), &cells).await
+}
+
+async fn start_router(settings: &str, cells: &str) -> TestRouter {
+    let text = format!("{settings}\n[[regions]]\nid = \"r\"\n{cells}");
     let topology = Arc::new(Topology::from_toml_str("test.toml", &text).expect("valid"));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -76,6 +117,18 @@ async fn router(cell: SocketAddr, timeouts: &str) -> TestRouter {
         .await
         .expect("router runs");
     });
+    // Ready once it probed every cell.
+    let client = HttpClient::new();
+    let ready = format!("{admin_url}/ready");
+    let started = Instant::now();
+    while !client
+        .get(&ready)
+        .await
+        .is_ok_and(|r| r.status == StatusCode::OK)
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "router ready");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     TestRouter {
         url,
         admin: admin_url,
@@ -165,4 +218,126 @@ async fn shutdown_drains_in_flight_requests_and_refuses_new_ones() {
         .await
         .expect("router stops after draining")
         .expect("router task");
+}
+
+/// A cell that answers 421 (it no longer serves the shard) and flips its peer's
+/// admin to report the shard, as a standby that just took it over would.
+struct MovedCell {
+    peer: Arc<FakeAdmin>,
+    own: Arc<FakeAdmin>,
+}
+
+impl Handler for MovedCell {
+    type Body = Body;
+
+    async fn handle(&self, _req: Request<Incoming>) -> Response<Body> {
+        *self.own.shards.lock().expect("shards") = serde_json::json!([]);
+        *self.peer.shards.lock().expect("shards") =
+            serde_json::json!([{"cell": "c2", "epoch": 1}, {"cell": "c1", "epoch": 2}]);
+        ldc_serve::json_error(StatusCode::MISDIRECTED_REQUEST, "wrong_cell", "moved", [])
+    }
+}
+
+/// A cell that answers who it is.
+struct NamedCell(&'static str);
+
+impl Handler for NamedCell {
+    type Body = Body;
+
+    async fn handle(&self, _req: Request<Incoming>) -> Response<Body> {
+        json(StatusCode::OK, &serde_json::json!({"cell": self.0}))
+    }
+}
+
+async fn spawn_cell<H: Handler>(handler: H) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(serve(
+        listener,
+        Arc::new(handler),
+        settings(),
+        std::future::pending(),
+    ));
+    addr
+}
+
+#[tokio::test]
+async fn a_421_refreshes_the_view_and_idempotent_requests_go_to_the_new_holder() {
+    let (admin1, own) = fake_admin(serde_json::json!([{"cell": "c1", "epoch": 1}])).await;
+    let (admin2, peer) = fake_admin(serde_json::json!([{"cell": "c2", "epoch": 1}])).await;
+    let cell1 = spawn_cell(MovedCell {
+        peer: peer.clone(),
+        own: own.clone(),
+    })
+    .await;
+    let cell2 = spawn_cell(NamedCell("c2")).await;
+    // Probes rarely, so only the 421 can explain a quick change of view.
+    let cells = format!(
+        "[[cells]]\nid = \"c1\"\nregion = \"r\"\nlisten = \"{cell1}\"\nadmin = \"{admin1}\"\nstandby = \"c2\"\n\
+         [[cells]]\nid = \"c2\"\nregion = \"r\"\nlisten = \"{cell2}\"\nadmin = \"{admin2}\"\n"
+    );
+    // Probes rarely, so only the 421 can explain a quick change of view.
+    let settings = "[health]\ninterval_ms = 60000\nmax_backoff_ms = 60000\n";
+    let topology = Topology::from_toml_str("t.toml", &format!("[[regions]]\nid = \"r\"\n{cells}"))
+        .expect("valid");
+    let user = (0..)
+        .map(|i| format!("u{i}"))
+        .find(|u| topology.route(u).1 == 0)
+        .expect("a user of c1");
+    let client = HttpClient::new();
+
+    // A read is sent again, to the standby that holds the shard now.
+    let router = start_router(settings, &cells).await;
+    let reply = client
+        .get(&format!("{}/v1/users/{user}/whoami", router.url))
+        .await
+        .expect("router answers");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["cell"], "c2");
+    assert_eq!(reply.header("x-ldc-cell"), "c2");
+    assert_eq!(reply.header("x-ldc-epoch"), "2");
+    let route = format!("{}/v1/route/{user}", router.url);
+    let reply = client.get(&route).await.expect("route");
+    assert_eq!(reply.json()["served_by"], "c2");
+
+    // A write without a request id is not: a fresh router, the shard back at c1.
+    *own.shards.lock().expect("shards") = serde_json::json!([{"cell": "c1", "epoch": 1}]);
+    *peer.shards.lock().expect("shards") = serde_json::json!([{"cell": "c2", "epoch": 1}]);
+    let router = start_router(settings, &cells).await;
+    let url = format!("{}/v1/users/{user}/deposits", router.url);
+    let body = bytes::Bytes::from_static(b"{\"amount\": 1}");
+    let reply = client
+        .send(http::Method::POST, &url, &[], body)
+        .await
+        .expect("router answers");
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.json()["error"]["code"], "shard_moving");
+    assert_eq!(reply.header("retry-after"), "1");
+}
+
+#[tokio::test]
+async fn with_no_healthy_holder_the_router_answers_503_at_once() {
+    let (cell, arrived) = slow_cell(Duration::from_secs(5)).await;
+    // The cell's admin listener cannot be reached: the router never marks it up.
+    let cells = format!(
+        "[[cells]]\nid = \"c1\"\nregion = \"r\"\nlisten = \"{cell}\"\nadmin = \"127.0.0.1:1\"\n"
+    );
+    let router = start_router("", &cells).await;
+    let started = Instant::now();
+    let reply = HttpClient::new()
+        .get(&format!("{}/v1/users/alice/whoami", router.url))
+        .await
+        .expect("router answers");
+    let elapsed = started.elapsed();
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.json()["error"]["code"], "cell_unavailable");
+    assert_eq!(reply.header("retry-after"), "1");
+    assert_eq!(reply.header("x-ldc-cell"), "c1");
+    assert!(elapsed < Duration::from_millis(100), "503 took {elapsed:?}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), arrived.notified())
+            .await
+            .is_err(),
+        "the request never reached the cell"
+    );
 }

@@ -14,10 +14,12 @@ use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use serde::Deserialize;
 use serde_json::json as value;
 
-use crate::committer::{Committer, SubmitError};
+use arc_swap::ArcSwap;
+
+use crate::committer::SubmitError;
 use crate::error::CellError;
 use crate::ledger::{self, Command, keys};
-use crate::stock::StockCache;
+use crate::shard::Shard;
 use crate::store::Store;
 
 /// Default page size of list endpoints.
@@ -64,9 +66,10 @@ pub struct ApiLimits {
 pub struct Cell<S> {
     topology: Arc<Topology>,
     index: usize,
-    store: S,
-    committer: Committer,
-    stock: Arc<StockCache>,
+    /// This cell's own shard, served for the life of the process.
+    own: Arc<Shard<S>>,
+    /// Shards of dead cells this cell stands by for, while it holds them.
+    taken: ArcSwap<Vec<Arc<Shard<S>>>>,
     limits: ApiLimits,
     /// `Retry-After` of 503 answers.
     retry_after: HeaderValue,
@@ -189,9 +192,7 @@ impl<S: Store> Cell<S> {
     pub fn new(
         topology: Arc<Topology>,
         index: usize,
-        store: S,
-        committer: Committer,
-        stock: Arc<StockCache>,
+        own: Shard<S>,
         registry: &Registry,
     ) -> Result<Self, CellError> {
         let requests = IntCounterVec::new(
@@ -214,9 +215,8 @@ impl<S: Store> Cell<S> {
             retry_after,
             topology,
             index,
-            store,
-            committer,
-            stock,
+            own: Arc::new(own),
+            taken: ArcSwap::default(),
             limits,
             requests,
         })
@@ -231,12 +231,36 @@ impl<S: Store> Cell<S> {
         self.index
     }
 
-    pub fn stock(&self) -> &StockCache {
-        &self.stock
+    pub fn own(&self) -> &Arc<Shard<S>> {
+        &self.own
     }
 
-    pub fn store(&self) -> &S {
-        &self.store
+    /// The shards this cell serves for dead cells now.
+    pub fn taken(&self) -> Arc<Vec<Arc<Shard<S>>>> {
+        self.taken.load_full()
+    }
+
+    /// Starts serving a dead cell's shard.
+    pub fn install(&self, shard: Shard<S>) {
+        let shard = Arc::new(shard);
+        self.taken.rcu(|taken| {
+            let mut taken = Vec::clone(taken);
+            taken.push(shard.clone());
+            taken
+        });
+    }
+
+    /// Stops routing requests to cell `cell`'s shard and hands it back; requests
+    /// already inside may still hold it.
+    pub fn remove(&self, cell: usize) -> Option<Arc<Shard<S>>> {
+        let mut removed = None;
+        self.taken.rcu(|taken| {
+            let (gone, kept): (Vec<_>, Vec<_>) =
+                taken.iter().cloned().partition(|shard| shard.cell == cell);
+            removed = gone.into_iter().next();
+            kept
+        });
+        removed
     }
 
     /// The user id a request is for, and the path after `/v1/users/{user_id}`.
@@ -260,11 +284,15 @@ impl<S: Store> Cell<S> {
         Ok((user_id, rest))
     }
 
-    /// The slot of `user` if this cell owns it, else the 421 naming the owner.
-    fn owned_slot(&self, user: &str) -> Result<u32, CellError> {
+    /// The slot of `user` and the shard it is in, if this cell serves that shard
+    /// now; else the 421 naming the slot's owner by placement.
+    fn holder(&self, user: &str) -> Result<(u32, Arc<Shard<S>>), CellError> {
         let (slot, owner) = self.topology.route(user);
         if owner == self.index {
-            return Ok(slot);
+            return Ok((slot, self.own.clone()));
+        }
+        if let Some(shard) = self.taken.load().iter().find(|shard| shard.cell == owner) {
+            return Ok((slot, shard.clone()));
         }
         let owner = &self.topology.cells()[owner];
         Err(CellError::WrongCell {
@@ -308,8 +336,11 @@ impl<S: Store> Cell<S> {
         })
     }
 
-    async fn submit(&self, request: ledger::Request) -> Result<ledger::Reply, CellError> {
-        match self.committer.submit(request).await {
+    async fn submit(
+        shard: &Shard<S>,
+        request: ledger::Request,
+    ) -> Result<ledger::Reply, CellError> {
+        match shard.committer.submit(request).await {
             Ok(answer) => Ok(answer?),
             Err(err) => Err(unsubmitted(err)),
         }
@@ -326,14 +357,14 @@ impl<S: Store> Cell<S> {
             return self.item(item_id);
         }
         let (user, rest) = Self::user(&req)?;
-        let slot = self.owned_slot(user)?;
+        let (slot, shard) = self.holder(user)?;
         let user = user.to_owned();
         let method = req.method().clone();
         let query = req.uri().query().map(str::to_owned);
         match (method, rest) {
-            (Method::GET, "/whoami") => Ok(self.whoami(&user, slot)),
+            (Method::GET, "/whoami") => Ok(self.whoami(&user, slot, &shard)),
             (Method::GET, "/balance") => {
-                let mut snapshot = self.store.snapshot().await?;
+                let mut snapshot = shard.store.snapshot().await?;
                 let balance = ledger::balance(&mut snapshot, slot, &user).await?;
                 Ok(json(
                     StatusCode::OK,
@@ -346,7 +377,7 @@ impl<S: Store> Cell<S> {
                 let command = Command::Deposit {
                     amount: check_amount(body.amount)?,
                 };
-                self.write(user, slot, body.request_id, command).await
+                Self::write(&shard, user, slot, body.request_id, command).await
             }
             (Method::POST, "/transfers") => {
                 let body: TransferBody = self.body(req).await?;
@@ -359,7 +390,7 @@ impl<S: Store> Cell<S> {
                     return Err(CellError::SameUser);
                 }
                 let (to_slot, owner) = self.topology.route(&body.to_user);
-                if owner != self.index {
+                if owner != shard.cell {
                     return Err(CellError::CrossCell {
                         to_user: body.to_user,
                         owner: self.topology.cells()[owner].id.clone(),
@@ -370,24 +401,31 @@ impl<S: Store> Cell<S> {
                     to_slot,
                     amount,
                 };
-                self.write(user, slot, body.request_id, command).await
+                Self::write(&shard, user, slot, body.request_id, command).await
             }
             (Method::POST, "/orders") => {
                 let body: OrderBody = self
                     .body(req)
                     .await
                     .inspect_err(|_| self.orders.declined.inc())?;
-                self.order(user, slot, body).await
+                self.order(&shard, user, slot, body).await
             }
             (Method::GET, "/orders") => {
                 let (limit, before) = page_query(query.as_deref(), self.limits.max_page)?;
-                self.page(slot, &user, keys::ORDER, "orders", before, limit)
-                    .await
+                Self::page(&shard, slot, &user, keys::ORDER, "orders", before, limit).await
             }
             (Method::GET, "/journal") => {
                 let (limit, before) = page_query(query.as_deref(), self.limits.max_page)?;
-                self.page(slot, &user, keys::JOURNAL, "postings", before, limit)
-                    .await
+                Self::page(
+                    &shard,
+                    slot,
+                    &user,
+                    keys::JOURNAL,
+                    "postings",
+                    before,
+                    limit,
+                )
+                .await
             }
             (Method::GET, path) if path.starts_with("/orders/") => {
                 let order_id = &path["/orders/".len()..];
@@ -398,7 +436,7 @@ impl<S: Store> Cell<S> {
                     .filter(|n| n.bytes().all(|b| b.is_ascii_digit()) && !n.starts_with('0'))
                     .and_then(|n| n.parse::<u64>().ok())
                     .ok_or_else(unknown)?;
-                let mut snapshot = self.store.snapshot().await?;
+                let mut snapshot = shard.store.snapshot().await?;
                 let order = ledger::order_by_seq(&mut snapshot, slot, &user, seq)
                     .await?
                     .ok_or_else(unknown)?;
@@ -412,22 +450,25 @@ impl<S: Store> Cell<S> {
         }
     }
 
-    fn whoami(&self, user: &str, slot: u32) -> Response<Body> {
+    fn whoami(&self, user: &str, slot: u32, shard: &Shard<S>) -> Response<Body> {
         let me = &self.topology.cells()[self.index];
         json(
             StatusCode::OK,
             &value!({
                 "cell": me.id,
                 "region": me.region,
+                "shard": self.topology.cells()[shard.cell].id,
                 "user_id": user,
                 "slot": slot,
-                "epoch": self.topology.placement().epoch(),
+                "epoch": shard.epoch,
             }),
         )
     }
 
+    /// An item's stock in this cell's own shard.
     fn item(&self, item_id: &str) -> Result<Response<Body>, CellError> {
         let item = self
+            .own
             .stock
             .item(item_id)
             .ok_or_else(|| CellError::UnknownItem(item_id.to_owned()))?;
@@ -447,30 +488,33 @@ impl<S: Store> Cell<S> {
     }
 
     async fn write(
-        &self,
+        shard: &Shard<S>,
         user: String,
         slot: u32,
         request_id: String,
         command: Command,
     ) -> Result<Response<Body>, CellError> {
-        let reply = self
-            .submit(ledger::Request {
+        let reply = Self::submit(
+            shard,
+            ledger::Request {
                 user,
                 slot,
                 request_id,
                 command,
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(raw_json(reply.status, reply.body))
     }
 
     async fn order(
         &self,
+        shard: &Shard<S>,
         user: String,
         slot: u32,
         body: OrderBody,
     ) -> Result<Response<Body>, CellError> {
-        let item = self.stock.item(&body.item_id).ok_or_else(|| {
+        let item = shard.stock.item(&body.item_id).ok_or_else(|| {
             self.orders.declined.inc();
             CellError::UnknownItem(body.item_id.clone())
         })?;
@@ -503,7 +547,7 @@ impl<S: Store> Cell<S> {
         if !item.reserve(body.quantity) {
             // Sold out here: answered from memory. A retry of an order that was
             // confirmed still gets its first answer.
-            let replay = self.stock.confirmed_reply(
+            let replay = shard.stock.confirmed_reply(
                 &request.user,
                 &request.request_id,
                 request.fingerprint(),
@@ -519,7 +563,7 @@ impl<S: Store> Cell<S> {
         }
         // Once queued, the committer settles the reservation (see `open`), even if
         // this request's client hangs up; only a request never queued is ours to undo.
-        match self.committer.submit(request).await {
+        match shard.committer.submit(request).await {
             Ok(Ok(reply)) => {
                 if reply.applied {
                     self.orders.confirmed.inc();
@@ -541,7 +585,7 @@ impl<S: Store> Cell<S> {
     }
 
     async fn page(
-        &self,
+        shard: &Shard<S>,
         slot: u32,
         user: &str,
         tag: u8,
@@ -549,7 +593,7 @@ impl<S: Store> Cell<S> {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Response<Body>, CellError> {
-        let mut snapshot = self.store.snapshot().await?;
+        let mut snapshot = shard.store.snapshot().await?;
         let (entries, next) = ledger::page(&mut snapshot, slot, user, tag, before, limit).await?;
         Ok(json(
             StatusCode::OK,

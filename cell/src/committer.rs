@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use prometheus::{Histogram, HistogramOpts, Registry};
+use prometheus::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ledger::{self, Reply, Request};
@@ -64,46 +64,44 @@ pub struct Settings {
     pub queue_capacity: usize,
 }
 
+/// The committer's metrics, children of the process's per-shard families.
 #[derive(Debug, Clone)]
-struct Metrics {
-    commit_seconds: Histogram,
-    batch_size: Histogram,
+pub struct CommitMetrics {
+    pub commit_seconds: Histogram,
+    pub batch_size: Histogram,
 }
 
-impl Metrics {
-    fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let commit_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "ldc_ledger_commit_seconds",
-                "Time to apply and durably commit one batch",
-            )
-            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16)?),
-        )?;
-        let batch_size = Histogram::with_opts(
-            HistogramOpts::new("ldc_ledger_batch_size", "Requests per committed batch")
-                .buckets(prometheus::exponential_buckets(1.0, 2.0, 12)?),
-        )?;
-        registry.register(Box::new(commit_seconds.clone()))?;
-        registry.register(Box::new(batch_size.clone()))?;
-        Ok(Self {
-            commit_seconds,
-            batch_size,
-        })
+/// The cell and epoch a committer writes as; every batch checks them first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub owner: String,
+    pub epoch: u64,
+}
+
+/// Resolves once a committer's thread has finished its last batch and dropped its
+/// store (for the embedded store, the moment the data directory is free again).
+#[derive(Debug)]
+pub struct Stopped(oneshot::Receiver<()>);
+
+impl Stopped {
+    pub async fn wait(self) {
+        // An Err means the thread ended without a word, which is the same news.
+        let _ = self.0.await;
     }
 }
 
 impl Committer {
-    /// Starts the committer thread over `store`. It runs until every `Committer`
-    /// clone is dropped, finishing the batch in hand.
+    /// Starts the committer thread over `store`, writing as `fence`. It runs until
+    /// every `Committer` clone is dropped, finishing the batch in hand.
     pub fn start<S: Store>(
         store: S,
         settings: Settings,
-        registry: &Registry,
+        metrics: CommitMetrics,
+        fence: Fence,
         on_commit: OnCommit,
-    ) -> Result<Self, StoreError> {
-        let metrics = Metrics::register(registry)
-            .map_err(|err| StoreError::Internal(format!("metrics: {err}")))?;
+    ) -> Result<(Self, Stopped), StoreError> {
         let (queue, jobs) = mpsc::channel(settings.queue_capacity);
+        let (stopped, on_stop) = oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -111,10 +109,12 @@ impl Committer {
         std::thread::Builder::new()
             .name("ldc-committer".to_owned())
             .spawn(move || {
-                runtime.block_on(run(store, settings, metrics, on_commit, jobs));
+                runtime.block_on(run(store, settings, metrics, fence, on_commit, jobs));
+                drop(runtime);
+                let _ = stopped.send(());
             })
             .map_err(|err| StoreError::Internal(format!("committer thread: {err}")))?;
-        Ok(Self { queue })
+        Ok((Self { queue }, Stopped(on_stop)))
     }
 
     /// Queues `request` and waits for its durable outcome.
@@ -133,7 +133,8 @@ impl Committer {
 async fn run<S: Store>(
     store: S,
     settings: Settings,
-    metrics: Metrics,
+    metrics: CommitMetrics,
+    fence: Fence,
     on_commit: OnCommit,
     mut jobs: mpsc::Receiver<Job>,
 ) {
@@ -157,7 +158,8 @@ async fn run<S: Store>(
         }
         let started = Instant::now();
         let size = batch.len();
-        let answers = retry_conflicts(settings.conflict_retries, || commit(&store, &batch)).await;
+        let answers =
+            retry_conflicts(settings.conflict_retries, || commit(&store, &fence, &batch)).await;
         metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -203,26 +205,37 @@ where
     }
 }
 
-/// Applies and commits one batch; every reply or one error for all.
-async fn commit<S: Store>(store: &S, batch: &[Job]) -> Result<Vec<Reply>, StoreError> {
+/// Applies and commits one batch, behind the fence; every reply or one error for all.
+async fn commit<S: Store>(
+    store: &S,
+    fence: &Fence,
+    batch: &[Job],
+) -> Result<Vec<Reply>, StoreError> {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let mut txn = store.begin().await?;
-    let mut replies = Vec::with_capacity(batch.len());
-    for job in batch {
-        match ledger::apply(&mut txn, &job.request, now_ms).await {
-            Ok(reply) => replies.push(reply),
-            Err(err) => {
-                if let Err(rollback) = txn.rollback().await {
-                    tracing::warn!(cause = %rollback, "rollback after a failed batch failed");
-                }
-                return Err(err);
+    let applied = async {
+        ledger::check_owner(&mut txn, &fence.owner, fence.epoch).await?;
+        let mut replies = Vec::with_capacity(batch.len());
+        for job in batch {
+            replies.push(ledger::apply(&mut txn, &job.request, now_ms).await?);
+        }
+        Ok(replies)
+    }
+    .await;
+    match applied {
+        Ok(replies) => {
+            txn.commit().await?;
+            Ok(replies)
+        }
+        Err(err) => {
+            if let Err(rollback) = txn.rollback().await {
+                tracing::warn!(cause = %rollback, "rollback after a failed batch failed");
             }
+            Err(err)
         }
     }
-    txn.commit().await?;
-    Ok(replies)
 }
 
 #[cfg(test)]

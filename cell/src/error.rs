@@ -62,7 +62,9 @@ impl CellError {
             | Self::InvalidUserId
             | Self::InvalidBody { .. }
             | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
-            Self::WrongCell { .. } => StatusCode::MISDIRECTED_REQUEST,
+            Self::WrongCell { .. } | Self::Ledger(StoreError::Fenced(_)) => {
+                StatusCode::MISDIRECTED_REQUEST
+            }
             Self::NotFound(_) | Self::UnknownItem(_) | Self::UnknownOrder(_) => {
                 StatusCode::NOT_FOUND
             }
@@ -93,6 +95,7 @@ impl CellError {
             Self::SameUser => "same_user",
             Self::Overloaded => "overloaded",
             Self::Ledger(StoreError::Internal(_)) => "ledger_failed",
+            Self::Ledger(StoreError::Fenced(_)) => "fenced",
             Self::Ledger(_) => "ledger_unavailable",
             Self::UnknownCell(_) => "unknown_cell",
             Self::Metrics(_) => "internal",
@@ -130,7 +133,7 @@ impl CellError {
     pub fn retry_safe(&self) -> bool {
         match self {
             Self::Overloaded => true,
-            Self::Ledger(err) => !matches!(err, StoreError::Internal(_)),
+            Self::Ledger(err) => !matches!(err, StoreError::Internal(_) | StoreError::Fenced(_)),
             _ => false,
         }
     }

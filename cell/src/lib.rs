@@ -9,8 +9,10 @@ mod api;
 pub mod committer;
 mod error;
 pub mod ledger;
+mod shard;
 mod stock;
 pub mod store;
+mod takeover;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,14 +25,14 @@ use serde_json::json as value;
 use tokio::net::TcpListener;
 
 pub use api::{Cell, ROUTES};
-use committer::{Committer, OnCommit, Settings};
 pub use error::CellError;
-use ledger::Command;
-use stock::StockCache;
-use store::{EmbeddedStore, Store, TikvStore, Transaction};
+pub use shard::{Shard, ShardMetrics};
+use store::{Store, TikvStore};
 
 /// Runs cell `id` of `topology` on the given listeners until `shutdown` resolves,
-/// then drains. Opens and recovers the ledger before it reports ready.
+/// then drains. Opens and recovers the ledger before it reports ready; with the
+/// embedded ledger, it first waits for its standby to hand its shard back, and
+/// stands by for the cells that name it their standby.
 pub async fn run(
     topology: Arc<Topology>,
     id: &str,
@@ -42,18 +44,31 @@ pub async fn run(
     let index = topology
         .cell_index(id)
         .ok_or_else(|| CellError::UnknownCell(id.to_owned()))?;
-    let ledger = &topology.deploy().ledger;
-    match ledger.backend {
+    let metrics = ShardMetrics::register(&registry)?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let deploy = topology.deploy();
+    match deploy.ledger.backend {
         LedgerBackend::Embedded => {
-            let store = EmbeddedStore::open(&topology.cells()[index].data_dir)?;
-            let cell = open(topology, index, store, &registry).await?;
-            serve(cell, listener, admin, registry, shutdown).await
+            let dir = &topology.cells()[index].data_dir;
+            let _presence = takeover::announce(dir).await?;
+            let store = tokio::select! {
+                store = takeover::open_own(dir) => store?,
+                () = &mut shutdown => return Ok(()),
+            };
+            let own = Shard::open(&topology, index, id, store, &metrics).await?;
+            let cell = Arc::new(Cell::new(topology.clone(), index, own, &registry)?);
+            let standby = takeover::stand_by(cell.clone(), metrics, deploy.takeover.clone());
+            tokio::select! {
+                served = serve(cell, listener, admin, registry, shutdown) => served,
+                () = standby => Ok(()),
+            }
         }
         LedgerBackend::Tikv => {
-            let prefix = store::tikv::key_prefix(&topology.deploy().name, id);
-            let timeout = Duration::from_millis(ledger.op_timeout_ms);
-            let store = TikvStore::connect(&ledger.pd_endpoints, prefix, timeout).await?;
-            let cell = open(topology, index, store, &registry).await?;
+            let prefix = store::tikv::key_prefix(&deploy.name, id);
+            let timeout = Duration::from_millis(deploy.ledger.op_timeout_ms);
+            let store = TikvStore::connect(&deploy.ledger.pd_endpoints, prefix, timeout).await?;
+            let own = Shard::open(&topology, index, id, store, &metrics).await?;
+            let cell = Arc::new(Cell::new(topology.clone(), index, own, &registry)?);
             serve(cell, listener, admin, registry, shutdown).await
         }
     }
@@ -61,13 +76,12 @@ pub async fn run(
 
 /// Serves a recovered cell until `shutdown` resolves, then drains.
 async fn serve<S: Store>(
-    cell: Cell<S>,
+    cell: Arc<Cell<S>>,
     listener: TcpListener,
     admin: TcpListener,
     registry: Registry,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), CellError> {
-    let cell = Arc::new(cell);
     let topology = cell.topology().clone();
     let settings = ServeSettings::from_deploy(topology.deploy());
     let (phase, _) = phase_channel();
@@ -75,7 +89,8 @@ async fn serve<S: Store>(
     tracing::info!(
         cell = %topology.cells()[cell.index()].id,
         slots = topology.slots_per_cell()[cell.index()],
-        items = cell.stock().ids().len(),
+        items = cell.own().stock.ids().len(),
+        epoch = cell.own().epoch,
         "ready"
     );
     let routes = CellAdmin(cell.clone());
@@ -90,111 +105,79 @@ async fn serve<S: Store>(
     Ok(())
 }
 
-/// Recovers a cell's state from its store: records each item's stock share the
-/// first time, rebuilds the stock cache from what the ledger says was received and
-/// sold, and starts the group committer.
-pub async fn open<S: Store + Clone>(
-    topology: Arc<Topology>,
-    index: usize,
-    store: S,
-    registry: &Registry,
-) -> Result<Cell<S>, CellError> {
-    let deploy = topology.deploy();
-    let mut txn = store.begin().await?;
-    let mut items = Vec::with_capacity(deploy.items.len());
-    for item in &deploy.items {
-        let share = topology.stock_shares(item.stock)[index];
-        let (received, sold) = ledger::receive_stock(&mut txn, &item.id, share).await?;
-        items.push((
-            item.id.clone(),
-            item.name.clone(),
-            item.price as i64,
-            received,
-            sold,
-        ));
-    }
-    txn.commit().await?;
-    let mut snapshot = store.snapshot().await?;
-    let confirmed = ledger::confirmed_orders(&mut snapshot)
-        .await?
-        .into_iter()
-        .collect();
-    let stock = Arc::new(StockCache::new(items, confirmed, registry)?);
-    let on_commit: OnCommit = {
-        let stock = stock.clone();
-        Arc::new(move |request, reply| {
-            let Command::Order {
-                item_id, quantity, ..
-            } = &request.command
-            else {
-                return;
-            };
-            match reply {
-                Some(reply) if reply.applied => stock.remember_confirmed(
-                    &request.user,
-                    &request.request_id,
-                    request.fingerprint(),
-                    &reply.body,
-                ),
-                // Refused, replayed or failed: the units reserved for it go back.
-                _ => {
-                    if let Some(item) = stock.item(item_id) {
-                        item.release(*quantity);
-                    }
-                }
-            }
-        })
-    };
-    let settings = Settings {
-        conflict_retries: deploy.ledger.conflict_retries,
-        batch_max: deploy.ledger.batch_max as usize,
-        batch_wait: Duration::from_micros(deploy.ledger.batch_wait_us),
-        queue_capacity: deploy.ledger.queue_capacity as usize,
-    };
-    let committer = Committer::start(store.clone(), settings, registry, on_commit)?;
-    Cell::new(topology, index, store, committer, stock, registry)
-}
-
-/// `/admin/topology` and `/admin/audit`.
+/// `/admin/topology` and `/admin/audit`, and the shards this cell serves in `/ready`.
 struct CellAdmin<S>(Arc<Cell<S>>);
 
 impl<S: Store> AdminRoutes for CellAdmin<S> {
     async fn get(&self, path: &str) -> Option<http::Response<Body>> {
         match path {
-            "/admin/topology" => Some(json(http::StatusCode::OK, &self.0.topology().summary())),
+            "/admin/topology" => {
+                let mut summary = value!(self.0.topology().summary());
+                summary["shards"] = self.shards();
+                Some(json(http::StatusCode::OK, &summary))
+            }
             "/admin/audit" => Some(self.audit().await),
             _ => None,
         }
     }
+
+    fn ready(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::from_iter([("shards".to_owned(), self.shards())])
+    }
 }
 
 impl<S: Store> CellAdmin<S> {
-    /// The ledger's books recomputed from every record, next to the stock cache.
+    /// Every shard this cell serves now, with the epoch it holds it at: what
+    /// routers route by.
+    fn shards(&self) -> serde_json::Value {
+        let cell = &self.0;
+        let cells = cell.topology().cells();
+        let taken = cell.taken();
+        let shards: Vec<serde_json::Value> = std::iter::once(cell.own())
+            .chain(taken.iter())
+            .map(|shard| value!({"cell": cells[shard.cell].id, "epoch": shard.epoch}))
+            .collect();
+        serde_json::Value::from(shards)
+    }
+
+    /// The ledger's books recomputed from every record, next to the stock cache: the
+    /// own shard's at the top, taken-over shards' under `taken_over`.
     async fn audit(&self) -> http::Response<Body> {
         let cell = &self.0;
-        let ids = cell.stock().ids();
-        let audited = async {
-            let mut snapshot = cell.store().snapshot().await?;
-            ledger::audit(&mut snapshot, &ids).await
+        let cells = cell.topology().cells();
+        let mut report = match audit_shard(cell.own()).await {
+            Ok(report) => report,
+            Err(err) => return unavailable(&err),
         };
-        match audited.await {
-            Ok(audit) => {
-                let cache: serde_json::Map<String, serde_json::Value> = ids
-                    .iter()
-                    .filter_map(|id| cell.stock().item(id))
-                    .map(|item| (item.id.clone(), value!(item.remaining())))
-                    .collect();
-                json(
-                    http::StatusCode::OK,
-                    &value!({"ledger": audit, "cache_remaining": cache}),
-                )
-            }
-            Err(err) => ldc_serve::json_error(
-                http::StatusCode::SERVICE_UNAVAILABLE,
-                "ledger_unavailable",
-                err.to_string(),
-                [],
-            ),
+        let mut taken_over = serde_json::Map::new();
+        for shard in cell.taken().iter() {
+            match audit_shard(shard).await {
+                Ok(audit) => taken_over.insert(cells[shard.cell].id.clone(), audit),
+                Err(err) => return unavailable(&err),
+            };
         }
+        report["taken_over"] = serde_json::Value::Object(taken_over);
+        json(http::StatusCode::OK, &report)
     }
+}
+
+async fn audit_shard<S: Store>(shard: &Shard<S>) -> Result<serde_json::Value, store::StoreError> {
+    let ids = shard.stock.ids();
+    let mut snapshot = shard.store.snapshot().await?;
+    let audit = ledger::audit(&mut snapshot, &ids).await?;
+    let cache: serde_json::Map<String, serde_json::Value> = ids
+        .iter()
+        .filter_map(|id| shard.stock.item(id))
+        .map(|item| (item.id.clone(), value!(item.remaining())))
+        .collect();
+    Ok(value!({"epoch": shard.epoch, "ledger": audit, "cache_remaining": cache}))
+}
+
+fn unavailable(err: &store::StoreError) -> http::Response<Body> {
+    ldc_serve::json_error(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "ledger_unavailable",
+        err.to_string(),
+        [],
+    )
 }

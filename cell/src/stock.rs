@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntGauge, IntGaugeVec};
 
 /// One item at this cell.
 #[derive(Debug)]
@@ -77,25 +77,19 @@ pub struct StockCache {
 
 impl StockCache {
     /// `items` holds, per item: id, name, price, units received and units sold, as
-    /// the ledger recorded them.
+    /// the ledger recorded them. `gauges` is `ldc_cell_stock_remaining`, labelled
+    /// by shard and item.
     pub fn new(
         items: Vec<(String, String, i64, u64, u64)>,
         confirmed: Confirmed,
-        registry: &Registry,
-    ) -> prometheus::Result<Self> {
-        let gauges = IntGaugeVec::new(
-            Opts::new(
-                "ldc_cell_stock_remaining",
-                "Units of an item this cell can still sell",
-            ),
-            &["item"],
-        )?;
-        registry.register(Box::new(gauges.clone()))?;
+        gauges: &IntGaugeVec,
+        shard: &str,
+    ) -> Self {
         let items = items
             .into_iter()
             .map(|(id, name, price, received, sold)| {
                 let remaining = received.saturating_sub(sold) as i64;
-                let gauge = gauges.with_label_values(&[&id]);
+                let gauge = gauges.with_label_values(&[shard, &id]);
                 gauge.set(remaining);
                 let item = ItemStock {
                     id: id.clone(),
@@ -108,10 +102,10 @@ impl StockCache {
                 (id, item)
             })
             .collect();
-        Ok(Self {
+        Self {
             items,
             confirmed: RwLock::new(confirmed),
-        })
+        }
     }
 
     pub fn item(&self, id: &str) -> Option<&ItemStock> {
@@ -154,12 +148,17 @@ mod tests {
     use super::*;
 
     fn cache(stock: u64) -> StockCache {
+        let gauges = IntGaugeVec::new(
+            prometheus::Opts::new("remaining", "units"),
+            &["shard", "item"],
+        )
+        .expect("gauges");
         StockCache::new(
             vec![("hot".into(), "Hot".into(), 100, stock, 0)],
             HashMap::new(),
-            &Registry::new(),
+            &gauges,
+            "c1",
         )
-        .expect("cache")
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub enum StoreError {
     /// failed); idempotency records make a retry safe.
     #[error("commit outcome unknown: {0}")]
     Undetermined(String),
+    /// Another cell took these slots over at a higher epoch; this one must not write.
+    #[error("fenced off: {0}")]
+    Fenced(String),
     /// Another process holds the store's data directory.
     #[error("data directory is in use by another process: {0}")]
     Locked(String),

@@ -32,6 +32,10 @@ pub struct Deploy {
     #[serde(default)]
     pub supervisor: SupervisorConf,
     #[serde(default)]
+    pub health: HealthConf,
+    #[serde(default)]
+    pub takeover: TakeoverConf,
+    #[serde(default)]
     pub ledger: LedgerConf,
     #[serde(default)]
     pub regions: Vec<RegionConf>,
@@ -152,6 +156,67 @@ impl Default for SupervisorConf {
             restart_backoff_initial_ms: defaults::restart_backoff_initial_ms(),
             restart_backoff_max_ms: defaults::restart_backoff_max_ms(),
             ready_timeout_ms: defaults::ready_timeout_ms(),
+        }
+    }
+}
+
+/// How routers check cells: active probes of each cell's `/ready`, plus passive
+/// ejection when a connection to a cell fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConf {
+    /// Time between probes of a healthy cell.
+    #[serde(default = "defaults::health_interval_ms")]
+    pub interval_ms: u64,
+    /// A probe not answered within this counts as failed.
+    #[serde(default = "defaults::health_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive failed probes that mark a cell down.
+    #[serde(default = "defaults::health_fall")]
+    pub fall: u32,
+    /// Consecutive good probes that mark a down cell up again.
+    #[serde(default = "defaults::health_rise")]
+    pub rise: u32,
+    /// Probes of a down cell back off, doubling from `interval_ms` up to this.
+    #[serde(default = "defaults::health_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+impl Default for HealthConf {
+    fn default() -> Self {
+        Self {
+            interval_ms: defaults::health_interval_ms(),
+            timeout_ms: defaults::health_timeout_ms(),
+            fall: defaults::health_fall(),
+            rise: defaults::health_rise(),
+            max_backoff_ms: defaults::health_max_backoff_ms(),
+        }
+    }
+}
+
+/// How a standby takes over a dead cell's shard and hands it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TakeoverConf {
+    /// How often a standby checks whether the cells it stands by for are running.
+    #[serde(default = "defaults::takeover_poll_ms")]
+    pub poll_ms: u64,
+    /// On failback, how long the standby waits for requests inside the shard
+    /// before it closes the shard anyway (the shard closes when they finish).
+    #[serde(default = "defaults::release_timeout_ms")]
+    pub release_timeout_ms: u64,
+    /// A cell the standby has not seen running since the standby started is left
+    /// this long to start before its shard is taken over.
+    #[serde(default = "defaults::startup_grace_ms")]
+    pub startup_grace_ms: u64,
+}
+
+impl Default for TakeoverConf {
+    fn default() -> Self {
+        Self {
+            poll_ms: defaults::takeover_poll_ms(),
+            release_timeout_ms: defaults::release_timeout_ms(),
+            startup_grace_ms: defaults::startup_grace_ms(),
         }
     }
 }
@@ -325,6 +390,30 @@ mod defaults {
     }
     pub fn ready_timeout_ms() -> u64 {
         30_000
+    }
+    pub fn health_interval_ms() -> u64 {
+        100
+    }
+    pub fn health_timeout_ms() -> u64 {
+        250
+    }
+    pub fn health_fall() -> u32 {
+        2
+    }
+    pub fn health_rise() -> u32 {
+        1
+    }
+    pub fn health_max_backoff_ms() -> u64 {
+        1_000
+    }
+    pub fn takeover_poll_ms() -> u64 {
+        50
+    }
+    pub fn release_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn startup_grace_ms() -> u64 {
+        10_000
     }
     pub fn weight() -> u32 {
         1

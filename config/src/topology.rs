@@ -360,6 +360,13 @@ impl Checker {
                 s.restart_backoff_max_ms,
             ),
             ("supervisor.ready_timeout_ms", s.ready_timeout_ms),
+            ("health.interval_ms", d.health.interval_ms),
+            ("health.timeout_ms", d.health.timeout_ms),
+            ("health.fall", u64::from(d.health.fall)),
+            ("health.rise", u64::from(d.health.rise)),
+            ("health.max_backoff_ms", d.health.max_backoff_ms),
+            ("takeover.poll_ms", d.takeover.poll_ms),
+            ("takeover.release_timeout_ms", d.takeover.release_timeout_ms),
         ];
         for (key, value) in settings {
             if value == 0 {
@@ -395,6 +402,12 @@ impl Checker {
                     format!("{endpoint:?} is not host:port"),
                 );
             }
+        }
+        if d.health.max_backoff_ms < d.health.interval_ms {
+            self.problem(
+                "health.max_backoff_ms",
+                "must not be less than health.interval_ms",
+            );
         }
         if s.restart_backoff_max_ms < s.restart_backoff_initial_ms {
             self.problem(

@@ -16,8 +16,16 @@ pub enum RouteError {
     MethodNotAllowed(String),
     #[error("request body is larger than {0} bytes")]
     BodyTooLarge(u64),
+    #[error("request body not received within {0} ms")]
+    BodyTimeout(u64),
+    #[error("cannot read the request body: {0}")]
+    InvalidBody(String),
     #[error("cell {0} cannot be reached")]
     CellUnavailable(String),
+    #[error("no healthy cell serves the slots of cell {0} now")]
+    NoHolder(String),
+    #[error("the slots of cell {0} are moving between cells; retry shortly")]
+    ShardMoving(String),
     #[error("cell {0} failed while serving the request")]
     CellFailed(String),
     #[error("cell {0} did not answer within {1} ms")]
@@ -31,7 +39,11 @@ impl RouteError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::CellUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            Self::CellUnavailable(_) | Self::NoHolder(_) | Self::ShardMoving(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::CellFailed(_) => StatusCode::BAD_GATEWAY,
             Self::CellTimeout(..) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -44,15 +56,22 @@ impl RouteError {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::BodyTooLarge(_) => "body_too_large",
-            Self::CellUnavailable(_) => "cell_unavailable",
+            Self::BodyTimeout(_) => "body_timeout",
+            Self::InvalidBody(_) => "invalid_body",
+            Self::CellUnavailable(_) | Self::NoHolder(_) => "cell_unavailable",
+            Self::ShardMoving(_) => "shard_moving",
             Self::CellFailed(_) => "cell_failed",
             Self::CellTimeout(..) => "cell_timeout",
         }
     }
 
-    /// Whether the cell provably never saw the request, so that any request may be
-    /// sent again. After `CellFailed` or `CellTimeout` the cell may have applied it.
+    /// Whether no cell applied the request, so that any request may be sent again
+    /// (these answers carry `Retry-After`). After `CellFailed` or `CellTimeout` the
+    /// cell may have applied it.
     pub fn retry_safe(&self) -> bool {
-        matches!(self, Self::CellUnavailable(_))
+        matches!(
+            self,
+            Self::CellUnavailable(_) | Self::NoHolder(_) | Self::ShardMoving(_)
+        )
     }
 }

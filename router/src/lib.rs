@@ -5,6 +5,7 @@
 //! region, and they agree on every route because they read the same deploy file.
 
 mod error;
+mod health;
 mod metrics;
 mod proxy;
 
@@ -29,26 +30,40 @@ pub async fn run(
 ) -> Result<(), prometheus::Error> {
     let settings = ServeSettings::from_deploy(topology.deploy());
     let proxy = Arc::new(Proxy::new(topology, &registry)?);
-    let (phase, _) = phase_channel();
-    phase.send_replace(Phase::Ready);
-    let routes = TopologyRoute(proxy.clone());
-    serve_with_admin(
-        (listener, proxy),
-        (admin, registry, routes),
-        phase,
-        settings,
-        shutdown,
-    )
-    .await;
+    let health = proxy.health().clone();
+    let probes = health.clone().run();
+    let serving = async {
+        // Ready once every cell was probed, so the first routes are informed ones.
+        health.first_round().await;
+        let (phase, _) = phase_channel();
+        phase.send_replace(Phase::Ready);
+        let routes = TopologyRoute(proxy.clone());
+        serve_with_admin(
+            (listener, proxy),
+            (admin, registry, routes),
+            phase,
+            settings,
+            shutdown,
+        )
+        .await;
+    };
+    tokio::select! {
+        () = serving => {}
+        () = probes => {}
+    }
     Ok(())
 }
 
-/// `/admin/topology`: the placement this router routes by.
+/// `/admin/topology`: the placement this router routes by, and who serves each
+/// shard now.
 struct TopologyRoute(Arc<Proxy>);
 
 impl AdminRoutes for TopologyRoute {
     async fn get(&self, path: &str) -> Option<http::Response<Body>> {
-        (path == "/admin/topology")
-            .then(|| json(http::StatusCode::OK, &self.0.topology().summary()))
+        (path == "/admin/topology").then(|| {
+            let mut summary = serde_json::json!(self.0.topology().summary());
+            summary["shards"] = serde_json::json!(self.0.health().view());
+            json(http::StatusCode::OK, &summary)
+        })
     }
 }

@@ -30,6 +30,8 @@ pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     upstream_errors: IntCounterVec,
+    /// Requests sent a second time: after a connect failure, after a 421.
+    retries: [IntCounter; 2],
     pub in_flight: IntGauge,
 }
 
@@ -66,7 +68,15 @@ impl Metrics {
             ),
             &["cell", "kind"],
         )?;
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "ldc_router_retries_total",
+                "Requests sent to a shard's new holder, by why the first attempt did not do",
+            ),
+            &["reason"],
+        )?;
         let in_flight = IntGauge::new("ldc_router_in_flight", "Requests being served")?;
+        registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -75,8 +85,14 @@ impl Metrics {
             requests,
             duration,
             upstream_errors,
+            retries: ["connect_failed", "misdirected"].map(|r| retries.with_label_values(&[r])),
             in_flight,
         })
+    }
+
+    /// Counts a second attempt; `misdirected` when the first got a 421.
+    pub fn retry(&self, misdirected: bool) {
+        self.retries[usize::from(misdirected)].inc();
     }
 
     pub fn cell(&self, cell: &str) -> CellMetrics {

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, Scheme, Uri};
-use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::{Either, Full, LengthLimitError, Limited};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -17,9 +17,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ldc_serve::{Handler, error_chain, json, json_error};
 use ldc_topology::{Topology, is_valid_user_id, split_user_path};
 use prometheus::{IntGauge, Registry};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::RouteError;
+use crate::health::Health;
 use crate::metrics::{CellMetrics, Metrics, NO_CELL, UpstreamError};
 
 pub static X_LDC_CELL: HeaderName = HeaderName::from_static("x-ldc-cell");
@@ -56,11 +57,14 @@ struct Table {
 
 pub struct Proxy {
     table: ArcSwap<Table>,
-    client: Client<HttpConnector, Limited<Incoming>>,
+    health: Arc<Health>,
+    client: Client<HttpConnector, Full<Bytes>>,
     metrics: Metrics,
     /// Metrics of requests answered without a cell.
     local: CellMetrics,
     max_body_bytes: u64,
+    /// Time a client gets to send its body (the headers have their own bound).
+    body_timeout: Duration,
     request_timeout: Duration,
     retry_after: HeaderValue,
 }
@@ -71,6 +75,21 @@ impl std::fmt::Debug for Proxy {
             .field("topology", &self.table.load().topology.source())
             .finish_non_exhaustive()
     }
+}
+
+/// The parts of a client's request that every attempt to forward it reuses.
+struct Forward {
+    method: Method,
+    path_and_query: Option<PathAndQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// Where a request went and what came back.
+struct Outcome {
+    /// The cell that served the request's shard and the epoch, when one did.
+    target: Option<(usize, u64)>,
+    result: Result<Response<Incoming>, RouteError>,
 }
 
 impl Proxy {
@@ -87,12 +106,15 @@ impl Proxy {
             .pool_max_idle_per_host(deploy.limits.pool_max_idle_per_cell as usize)
             .build(connector);
         let metrics = Metrics::register(registry)?;
+        let health = Arc::new(Health::new(topology.clone(), client.clone(), registry)?);
         Ok(Self {
             local: metrics.cell(NO_CELL),
             max_body_bytes: deploy.limits.max_body_bytes,
+            body_timeout: Duration::from_millis(deploy.timeouts.header_read_timeout_ms),
             request_timeout: Duration::from_millis(deploy.timeouts.request_timeout_ms),
             retry_after: HeaderValue::from(deploy.timeouts.retry_after_s),
             table: ArcSwap::from_pointee(Table::new(topology, &metrics)),
+            health,
             client,
             metrics,
         })
@@ -103,32 +125,133 @@ impl Proxy {
         self.table.load().topology.clone()
     }
 
-    async fn forward(
-        &self,
-        table: &Table,
-        req: Request<Incoming>,
-        slot: u32,
-        cell: usize,
-    ) -> Result<Response<Incoming>, RouteError> {
-        let upstream = &table.upstreams[cell];
-        let (mut parts, body) = req.into_parts();
-        let declared = parts
-            .headers
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// The client's body, whole: bounded in size and in time, so that it can be
+    /// sent again and so that a slow client never holds a cell's time.
+    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, RouteError> {
+        let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > self.max_body_bytes) {
             return Err(RouteError::BodyTooLarge(self.max_body_bytes));
         }
+        let limited = Limited::new(body, self.max_body_bytes as usize);
+        match tokio::time::timeout(self.body_timeout, limited.collect()).await {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(err)) if err.is::<LengthLimitError>() => {
+                Err(RouteError::BodyTooLarge(self.max_body_bytes))
+            }
+            Ok(Err(err)) => Err(RouteError::InvalidBody(err.to_string())),
+            Err(_) => Err(RouteError::BodyTimeout(self.body_timeout.as_millis() as u64)),
+        }
+    }
+
+    /// Sends the request to the cell serving `shard`. A cell that cannot be reached
+    /// is ejected, and a 421 (the cell no longer serves the shard) refreshes the
+    /// view; either way the request goes once more to the new holder, if there is
+    /// one and the request is idempotent. Neither cell started the request, so no
+    /// attempt can apply it twice.
+    async fn route_and_forward(
+        &self,
+        table: &Table,
+        req: Request<Incoming>,
+        slot: u32,
+        shard: usize,
+    ) -> Outcome {
+        let cells = table.topology.cells();
+        let candidates = || std::iter::once(shard).chain(cells[shard].standby);
+        let Some(mut target) = self.health.route(shard) else {
+            // Answer now; the shard's cells get probed, so the next request may go.
+            self.health.nudge(&candidates().collect::<Vec<_>>());
+            let result = Err(RouteError::NoHolder(cells[shard].id.clone()));
+            return Outcome {
+                target: None,
+                result,
+            };
+        };
+        let (mut parts, body) = req.into_parts();
+        let body = match self.read_body(&parts.headers, body).await {
+            Ok(body) => body,
+            Err(err) => {
+                return Outcome {
+                    target: Some(target),
+                    result: Err(err),
+                };
+            }
+        };
+        strip_hop_by_hop(&mut parts.headers);
+        let request = Forward {
+            method: parts.method,
+            path_and_query: parts.uri.path_and_query().cloned(),
+            headers: parts.headers,
+            body,
+        };
+        let mut retried = false;
+        loop {
+            let result = self.forward(table, &request, slot, target.0).await;
+            let moved = match &result {
+                Err(RouteError::CellUnavailable(_)) => {
+                    self.health.eject(target.0);
+                    false
+                }
+                Ok(response) if response.status() == StatusCode::MISDIRECTED_REQUEST => {
+                    let ask: Vec<usize> = candidates().chain([target.0]).collect();
+                    self.health.refresh(&ask).await;
+                    true
+                }
+                _ => {
+                    return Outcome {
+                        target: Some(target),
+                        result,
+                    };
+                }
+            };
+            let next = self.health.route(shard).filter(|&next| next != target);
+            match next {
+                Some(next) if !retried && idempotent(&request) => {
+                    self.metrics.retry(moved);
+                    retried = true;
+                    target = next;
+                }
+                _ if moved => {
+                    let result = Err(RouteError::ShardMoving(cells[shard].id.clone()));
+                    return Outcome {
+                        target: Some(target),
+                        result,
+                    };
+                }
+                _ => {
+                    return Outcome {
+                        target: Some(target),
+                        result,
+                    };
+                }
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        table: &Table,
+        request: &Forward,
+        slot: u32,
+        cell: usize,
+    ) -> Result<Response<Incoming>, RouteError> {
+        let upstream = &table.upstreams[cell];
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(upstream.authority.clone());
-        uri.path_and_query = parts.uri.path_and_query().cloned();
-        parts.uri = Uri::from_parts(uri).map_err(|err| RouteError::NotFound(err.to_string()))?;
-        parts.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
-        let body = Limited::new(body, self.max_body_bytes as usize);
-        let sent = self.client.request(Request::from_parts(parts, body));
+        uri.path_and_query = request.path_and_query.clone();
+        let mut sent = Request::new(Full::new(request.body.clone()));
+        *sent.method_mut() = request.method.clone();
+        *sent.uri_mut() =
+            Uri::from_parts(uri).map_err(|err| RouteError::NotFound(err.to_string()))?;
+        *sent.headers_mut() = request.headers.clone();
+        let sent = self.client.request(sent);
         let cell_id = || table.topology.cells()[cell].id.clone();
         match tokio::time::timeout(self.request_timeout, sent).await {
             Ok(Ok(response)) => Ok(response),
@@ -136,8 +259,6 @@ impl Proxy {
                 let error = if err.is_connect() {
                     upstream.metrics.upstream_error(UpstreamError::Connect);
                     RouteError::CellUnavailable(cell_id())
-                } else if caused_by_body_limit(&err) {
-                    RouteError::BodyTooLarge(self.max_body_bytes)
                 } else {
                     upstream.metrics.upstream_error(UpstreamError::Failed);
                     RouteError::CellFailed(cell_id())
@@ -157,22 +278,30 @@ impl Proxy {
     fn error_response(&self, error: &RouteError) -> Response<ProxyBody> {
         let mut response =
             json_error(error.status(), error.code(), error.to_string(), []).map(Either::Right);
-        match error {
-            RouteError::CellUnavailable(_) => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, self.retry_after.clone());
-            }
-            // The router's only own route, `/v1/route/{user_id}`, is GET.
-            RouteError::MethodNotAllowed(_) => {
-                response
-                    .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("GET"));
-            }
-            _ => {}
+        if error.retry_safe() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, self.retry_after.clone());
+        }
+        // The router's only own route, `/v1/route/{user_id}`, is GET.
+        if let RouteError::MethodNotAllowed(_) = error {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET"));
         }
         response
     }
+}
+
+/// Whether sending the request twice cannot apply it twice: a read, or a write the
+/// cell deduplicates by its `request_id`.
+fn idempotent(request: &Forward) -> bool {
+    #[derive(Deserialize)]
+    struct Keyed {
+        request_id: Option<serde::de::IgnoredAny>,
+    }
+    matches!(request.method, Method::GET | Method::HEAD)
+        || serde_json::from_slice::<Keyed>(&request.body).is_ok_and(|k| k.request_id.is_some())
 }
 
 impl Table {
@@ -235,19 +364,23 @@ struct RouteAnswer<'t> {
     region: &'t str,
     address: String,
     standby: Option<&'t str>,
+    /// The cell serving the slot now: the owner, its standby, or none.
+    served_by: Option<&'t str>,
 }
 
-fn placement_answer(topology: &Topology, user_id: &str) -> Response<ProxyBody> {
+fn placement_answer(topology: &Topology, health: &Health, user_id: &str) -> Response<ProxyBody> {
     let (slot, index) = topology.route(user_id);
     let cell = &topology.cells()[index];
+    let route = health.route(index);
     let answer = RouteAnswer {
         user_id,
         slot,
-        epoch: topology.placement().epoch(),
+        epoch: route.map_or(topology.placement().epoch(), |(_, epoch)| epoch),
         cell: &cell.id,
         region: &cell.region,
         address: cell.advertise.to_string(),
         standby: cell.standby.map(|s| topology.cells()[s].id.as_str()),
+        served_by: route.map(|(serving, _)| topology.cells()[serving].id.as_str()),
     };
     json(StatusCode::OK, &answer).map(Either::Right)
 }
@@ -265,16 +398,18 @@ impl Handler for Proxy {
                 Ok(table.topology.route(user_id))
             }
             Ok(Target::Placement(user_id)) if is_valid_user_id(user_id) => {
-                Err(placement_answer(&table.topology, user_id))
+                Err(placement_answer(&table.topology, &self.health, user_id))
             }
             Ok(_) => Err(self.error_response(&RouteError::InvalidUserId)),
             Err(error) => Err(self.error_response(&error)),
         };
         let (metrics, response) = match routed {
             Err(local) => (&self.local, local),
-            Ok((slot, cell)) => {
-                let upstream = &table.upstreams[cell];
-                let mut response = match self.forward(&table, req, slot, cell).await {
+            Ok((slot, shard)) => {
+                let outcome = self.route_and_forward(&table, req, slot, shard).await;
+                let served_by = outcome.target.map_or(shard, |(cell, _)| cell);
+                let upstream = &table.upstreams[served_by];
+                let mut response = match outcome.result {
                     Ok(response) => {
                         let (mut parts, body) = response.into_parts();
                         strip_hop_by_hop(&mut parts.headers);
@@ -285,10 +420,9 @@ impl Handler for Proxy {
                 let headers = response.headers_mut();
                 headers.insert(X_LDC_CELL.clone(), upstream.id.clone());
                 headers.insert(X_LDC_SLOT.clone(), HeaderValue::from(slot));
-                headers.insert(
-                    X_LDC_EPOCH.clone(),
-                    HeaderValue::from(table.topology.placement().epoch()),
-                );
+                if let Some((_, epoch)) = outcome.target {
+                    headers.insert(X_LDC_EPOCH.clone(), HeaderValue::from(epoch));
+                }
                 (&upstream.metrics, response)
             }
         };
@@ -330,17 +464,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-}
-
-fn caused_by_body_limit(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(err);
-    while let Some(err) = source {
-        if err.is::<LengthLimitError>() {
-            return true;
-        }
-        source = err.source();
-    }
-    false
 }
 
 #[cfg(test)]

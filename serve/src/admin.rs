@@ -18,6 +18,12 @@ use crate::server::{Handler, ServeSettings, serve};
 pub trait AdminRoutes: Send + Sync + 'static {
     /// The response for a GET of `path`, or `None` when the path is not one of these.
     fn get(&self, path: &str) -> impl Future<Output = Option<Response<Body>>> + Send;
+
+    /// Fields beside `phase` in the `/ready` answer (a cell lists the shards it
+    /// serves there, so one probe tells a router both health and ownership).
+    fn ready(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
 }
 
 struct Admin<R> {
@@ -48,7 +54,9 @@ impl<R: AdminRoutes> Handler for Admin<R> {
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
                 };
-                json(status, &json!({"phase": phase}))
+                let mut body = self.routes.ready();
+                body.insert("phase".to_owned(), json!(phase));
+                json(status, &body)
             }
             path => self.routes.get(path).await.unwrap_or_else(|| {
                 json_error(

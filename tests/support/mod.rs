@@ -34,10 +34,17 @@ pub struct ClusterBuilder {
     cells: usize,
     routers: usize,
     restart_backoff_ms: u64,
+    standbys: bool,
     extra: String,
 }
 
 impl ClusterBuilder {
+    /// Each cell stands by for the one before it: c1 -> c2 -> ... -> c1.
+    pub fn standbys(mut self) -> Self {
+        self.standbys = true;
+        self
+    }
+
     pub fn cells(mut self, n: usize) -> Self {
         self.cells = n;
         self
@@ -70,6 +77,9 @@ impl ClusterBuilder {
             text += &format!(
                 "\n[[cells]]\nid = \"c{i}\"\nregion = \"local\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n"
             );
+            if self.standbys {
+                text += &format!("standby = \"c{}\"\n", i % self.cells + 1);
+            }
         }
         for i in 1..=self.routers {
             text += &format!(
@@ -129,6 +139,7 @@ impl Cluster {
             cells: 3,
             routers: 1,
             restart_backoff_ms: 200,
+            standbys: false,
             extra: String::new(),
         }
     }
@@ -238,6 +249,44 @@ impl Cluster {
     /// Pids of every child `ldc up` reported.
     pub fn child_pids(&self) -> Vec<u32> {
         self.procs.values().map(|p| p.pid).collect()
+    }
+
+    /// Waits until the first router routes `user` to `cell` (the owner or its
+    /// standby), polling its `/v1/route`; returns how long that took.
+    pub async fn wait_routed(&self, user: &str, cell: &str) -> Duration {
+        let started = std::time::Instant::now();
+        let url = format!("{}/v1/route/{user}", self.router_url());
+        loop {
+            if let Ok(reply) = self.client.get(&url).await
+                && reply.json()["served_by"] == cell
+            {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < EVENT_TIMEOUT,
+                "the router never routed {user} to {cell}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits until the first router no longer routes `user` to `cell`; returns how
+    /// long that took.
+    pub async fn wait_routed_away(&self, user: &str, cell: &str) -> Duration {
+        let started = std::time::Instant::now();
+        let url = format!("{}/v1/route/{user}", self.router_url());
+        loop {
+            if let Ok(reply) = self.client.get(&url).await
+                && reply.json()["served_by"] != cell
+            {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < EVENT_TIMEOUT,
+                "the router kept routing {user} to {cell}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -12,6 +12,7 @@
 //! 02 'j' account 00 seq:u64            system account posting
 //! 02 's' item                          stock received and sold by this cell
 //! 02 'c' user 00 request_id            confirmed order, for sold-out replays
+//! 02 'w' 00                            ownership: which cell writes here, at what epoch
 //! ```
 //!
 //! User ids and request ids never contain the 00 byte (`[A-Za-z0-9_-]`), so the
@@ -28,6 +29,7 @@ pub const ORDER: u8 = b'o';
 pub const REQUEST: u8 = b'r';
 const STOCK: u8 = b's';
 const CONFIRMED: u8 = b'c';
+const OWNER: u8 = b'w';
 
 /// The system account that receives order revenue.
 pub const MERCHANT: &str = "merchant";
@@ -91,6 +93,10 @@ pub fn stock(item: &str) -> Vec<u8> {
     let mut key = vec![CELL, STOCK];
     key.extend_from_slice(item.as_bytes());
     key
+}
+
+pub fn owner() -> Vec<u8> {
+    vec![CELL, OWNER, 0]
 }
 
 pub fn confirmed_prefix() -> Vec<u8> {

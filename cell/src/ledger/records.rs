@@ -140,6 +140,14 @@ pub struct Order {
     pub at_ms: u64,
 }
 
+/// Who writes this store's slots, and at which epoch. Every takeover and every
+/// restart writes a higher epoch; every write transaction checks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ownership {
+    pub owner: String,
+    pub epoch: u64,
+}
+
 pub fn to_json(value: &impl Serialize) -> Vec<u8> {
     // Our records are plain structs of strings and integers: serializing cannot fail.
     serde_json::to_vec(value).unwrap_or_default()

@@ -60,6 +60,14 @@ impl EmbeddedStore {
             }
             Err(TryLockError::Error(err)) => return Err(in_dir(err)),
         }
+        // A database closed by another process a moment ago may still hold fjall's
+        // own lock while its last background work ends; fjall would sleep 100 ms
+        // per retry, so ask first and let the caller poll at its own pace.
+        if let Ok(fjall_lock) = File::open(dir.join("ledger").join("lock"))
+            && let Err(TryLockError::WouldBlock) = fjall_lock.try_lock()
+        {
+            return Err(StoreError::Locked(dir.display().to_string()));
+        }
         let db = OptimisticTxDatabase::builder(dir.join("ledger"))
             .open()
             .map_err(|err| match err {
