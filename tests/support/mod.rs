@@ -252,38 +252,30 @@ impl Cluster {
     }
 
     /// Waits until the first router routes `user` to `cell` (the owner or its
-    /// standby), polling its `/v1/route`; returns how long that took.
+    /// standby); returns how long that took.
     pub async fn wait_routed(&self, user: &str, cell: &str) -> Duration {
-        let started = std::time::Instant::now();
-        let url = format!("{}/v1/route/{user}", self.router_url());
-        loop {
-            if let Ok(reply) = self.client.get(&url).await
-                && reply.json()["served_by"] == cell
-            {
-                return started.elapsed();
-            }
-            assert!(
-                started.elapsed() < EVENT_TIMEOUT,
-                "the router never routed {user} to {cell}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        self.wait_route(user, |served_by| served_by == cell).await
     }
 
     /// Waits until the first router no longer routes `user` to `cell`; returns how
     /// long that took.
     pub async fn wait_routed_away(&self, user: &str, cell: &str) -> Duration {
+        self.wait_route(user, |served_by| served_by != cell).await
+    }
+
+    /// Polls the first router's `/v1/route/{user}` until `served_by` satisfies `done`.
+    async fn wait_route(&self, user: &str, done: impl Fn(&str) -> bool) -> Duration {
         let started = std::time::Instant::now();
         let url = format!("{}/v1/route/{user}", self.router_url());
         loop {
             if let Ok(reply) = self.client.get(&url).await
-                && reply.json()["served_by"] != cell
+                && done(reply.json()["served_by"].as_str().unwrap_or_default())
             {
                 return started.elapsed();
             }
             assert!(
                 started.elapsed() < EVENT_TIMEOUT,
-                "the router kept routing {user} to {cell}"
+                "the route of {user} did not change in time"
             );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
