@@ -6,7 +6,8 @@
 //! a resolved copy of the deploy file, which routers and restarted children read, so
 //! a test can run a whole cluster on free ports. A child that dies is restarted with
 //! backoff; Ctrl-C or SIGTERM stops routers first, then cells, each given its drain
-//! deadline before SIGKILL. Children hold a pipe to the supervisor on their standard
+//! deadline before SIGKILL. SIGHUP reloads the deploy file and passes the signal on
+//! to every child, which reloads it too. Children hold a pipe to the supervisor on their standard
 //! input and stop when it closes, so none outlives a supervisor that is killed.
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
@@ -155,6 +157,7 @@ pub async fn up(config: &Path) -> ExitCode {
 
     let (stop_routers, stopping_routers) = watch::channel(false);
     let (stop_cells, stopping_cells) = watch::channel(false);
+    let (reloaded, reloads) = watch::channel(0u64);
     let mut router_tasks = JoinSet::new();
     for (spec, running) in routers {
         let supervise = supervise(
@@ -162,7 +165,7 @@ pub async fn up(config: &Path) -> ExitCode {
             running,
             children_config.clone(),
             settings.clone(),
-            stopping_routers.clone(),
+            (stopping_routers.clone(), reloads.clone()),
         );
         router_tasks.spawn(supervise);
     }
@@ -173,12 +176,35 @@ pub async fn up(config: &Path) -> ExitCode {
             running,
             children_config.clone(),
             settings.clone(),
-            stopping_cells.clone(),
+            (stopping_cells.clone(), reloads.clone()),
         );
         cell_tasks.spawn(supervise);
     }
 
-    shutdown_signal(false).await;
+    let reloading = async {
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            eprintln!("ldc up: cannot install the SIGHUP handler; reloads are off");
+            return std::future::pending().await;
+        };
+        let mut current = topology;
+        while hangups.recv().await.is_some() {
+            match reload(config, &current, &bound, &resolved_path) {
+                Ok(next) => {
+                    current = next;
+                    reloaded.send_modify(|generation| *generation += 1);
+                    println!(
+                        "ldc up: reloaded {}; sent SIGHUP to every child",
+                        config.display()
+                    );
+                }
+                Err(why) => println!("ldc up: not reloaded: {why}"),
+            }
+        }
+    };
+    tokio::select! {
+        () = shutdown_signal(false) => {}
+        () = reloading => {}
+    }
     println!("ldc up: stopping routers, then cells");
     stop_routers.send_replace(true);
     router_tasks.join_all().await;
@@ -186,6 +212,25 @@ pub async fn up(config: &Path) -> ExitCode {
     cell_tasks.join_all().await;
     println!("ldc up: stopped");
     ExitCode::SUCCESS
+}
+
+/// Loads the deploy file again for a reload: it must be valid and move no slot
+/// (see [`Topology::reload_problems`]); its resolved copy is rewritten with the
+/// ports already bound, for the children to read on their SIGHUP.
+fn reload(
+    config: &Path,
+    current: &Topology,
+    bound: &HashMap<String, (SocketAddr, SocketAddr)>,
+    resolved: &Path,
+) -> Result<Topology, String> {
+    let next = Topology::load(config).map_err(|err| err.to_string())?;
+    let problems = current.reload_problems(&next);
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    write_resolved(next.deploy(), bound, config, resolved)
+        .map_err(|()| "cannot write the resolved deploy file".to_owned())?;
+    Ok(next)
 }
 
 /// Starts `specs` concurrently and records their addresses in `bound`. On any
@@ -415,7 +460,7 @@ async fn supervise(
     first: Running,
     config: PathBuf,
     settings: Settings,
-    mut stopping: watch::Receiver<bool>,
+    (mut stopping, mut reloads): (watch::Receiver<bool>, watch::Receiver<u64>),
 ) {
     let mut running = Some(first);
     let mut backoff = settings.backoff_initial;
@@ -463,6 +508,10 @@ async fn supervise(
                     stop(&spec, current, &settings).await;
                 }
                 return;
+            }
+            Ok(()) = reloads.changed() => {
+                // A child that died just now reads the new file when it restarts.
+                let _ = kill(Pid::from_raw(current.pid as i32), Signal::SIGHUP);
             }
         }
     }

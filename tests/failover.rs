@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use ldc::client::HttpClient;
+use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use support::{Cluster, EVENT_TIMEOUT};
 use tokio::task::JoinSet;
@@ -327,4 +328,66 @@ async fn killing_the_standby_during_takeover_and_the_cell_after_failback_loses_n
         errors(&attempts, &bystanders)
     );
     assert_books(&cluster, &used).await;
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_deploy_file_and_a_new_standby_takes_over() {
+    let mut cluster = Cluster::builder()
+        .cells(3)
+        .restart_backoff_ms(10_000)
+        .spawn()
+        .await;
+    let victim = cluster.users_of("c2", 1).remove(0);
+
+    // A file that would move slots is refused, by `ldc up` and by every child.
+    cluster.rewrite_deploy(|b| b.extra("[placement]\nvnodes_per_weight = 512\n"));
+    cluster.signal_up(Signal::SIGHUP);
+    let refused = cluster.next_event_matching("reloaded").await;
+    assert!(
+        refused.contains("not reloaded") && refused.contains("slots would move"),
+        "{refused}"
+    );
+
+    // Standbys for every cell (and a short startup grace) are taken.
+    cluster.rewrite_deploy(|b| b.extra("[takeover]\nstartup_grace_ms = 200\n").standbys());
+    cluster.signal_up(Signal::SIGHUP);
+    let reloaded = cluster.next_event_matching("reloaded").await;
+    assert!(reloaded.starts_with("ldc up: reloaded"), "{reloaded}");
+    for process in ["c3", "r1"] {
+        let url = format!("http://{}/admin/topology", cluster.proc(process).admin);
+        wait_until_async(&cluster, &url, |topology| {
+            topology["cells"][1]["standby"] == "c3"
+        })
+        .await;
+    }
+
+    // Without the reload nobody would serve c2's users now.
+    cluster.kill9("c2");
+    cluster.wait_routed(&victim, "c3").await;
+    let reply = cluster
+        .client
+        .get(&format!(
+            "{}/v1/users/{victim}/whoami",
+            cluster.router_url()
+        ))
+        .await
+        .expect("router answers");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["cell"], "c3");
+    assert_eq!(reply.json()["shard"], "c2");
+    assert_eq!(reply.json()["epoch"], 2);
+}
+
+/// Polls `url` until its JSON satisfies `done`.
+async fn wait_until_async(cluster: &Cluster, url: &str, done: impl Fn(&Value) -> bool) {
+    let started = Instant::now();
+    loop {
+        if let Ok(reply) = cluster.client.get(url).await
+            && done(&reply.json())
+        {
+            return;
+        }
+        assert!(started.elapsed() < EVENT_TIMEOUT, "{url} never changed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -111,7 +111,9 @@ async fn start_router(settings: &str, cells: &str) -> TestRouter {
     let admin_url = format!("http://{}", admin.local_addr().expect("addr"));
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
-        ldc_router::run(topology, listener, admin, Registry::new(), async {
+        // No reloads: the sending side is dropped at once.
+        let (_, reloads) = tokio::sync::watch::channel(topology.clone());
+        ldc_router::run(topology, listener, admin, Registry::new(), reloads, async {
             let _ = stopped.await;
         })
         .await

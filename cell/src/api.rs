@@ -64,7 +64,8 @@ pub struct ApiLimits {
 }
 
 pub struct Cell<S> {
-    topology: Arc<Topology>,
+    /// Swapped on reload; a reload never moves a slot.
+    topology: ArcSwap<Topology>,
     index: usize,
     /// This cell's own shard, served for the life of the process.
     own: Arc<Shard<S>>,
@@ -80,7 +81,7 @@ pub struct Cell<S> {
 impl<S> std::fmt::Debug for Cell<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cell")
-            .field("id", &self.topology.cells()[self.index].id)
+            .field("id", &self.topology.load().cells()[self.index].id)
             .finish_non_exhaustive()
     }
 }
@@ -213,7 +214,7 @@ impl<S: Store> Cell<S> {
         Ok(Self {
             orders: OrderMetrics::register(registry)?,
             retry_after,
-            topology,
+            topology: ArcSwap::new(topology),
             index,
             own: Arc::new(own),
             taken: ArcSwap::default(),
@@ -222,8 +223,21 @@ impl<S: Store> Cell<S> {
         })
     }
 
-    pub fn topology(&self) -> &Arc<Topology> {
-        &self.topology
+    /// The topology this cell serves by now.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.load_full()
+    }
+
+    /// Serves by `next` from now on, if it moves no slot (see
+    /// [`Topology::reload_problems`]): new standbys, addresses and settings of the
+    /// takeover loop apply; listener timeouts and limits stay as they were at start.
+    pub fn reload(&self, next: Arc<Topology>) -> Result<(), Vec<String>> {
+        let problems = self.topology.load().reload_problems(&next);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        self.topology.store(next);
+        Ok(())
     }
 
     /// This cell's index in the topology.
@@ -287,19 +301,20 @@ impl<S: Store> Cell<S> {
     /// The slot of `user` and the shard it is in, if this cell serves that shard
     /// now; else the 421 naming the slot's owner by placement.
     fn holder(&self, user: &str) -> Result<(u32, Arc<Shard<S>>), CellError> {
-        let (slot, owner) = self.topology.route(user);
+        let topology = self.topology.load();
+        let (slot, owner) = topology.route(user);
         if owner == self.index {
             return Ok((slot, self.own.clone()));
         }
         if let Some(shard) = self.taken.load().iter().find(|shard| shard.cell == owner) {
             return Ok((slot, shard.clone()));
         }
-        let owner = &self.topology.cells()[owner];
+        let owner = &topology.cells()[owner];
         Err(CellError::WrongCell {
             slot,
             owner: owner.id.clone(),
             owner_address: (owner.advertise.port() != 0).then(|| owner.advertise.to_string()),
-            epoch: self.topology.placement().epoch(),
+            epoch: topology.placement().epoch(),
         })
     }
 
@@ -389,11 +404,12 @@ impl<S: Store> Cell<S> {
                 if body.to_user == user {
                     return Err(CellError::SameUser);
                 }
-                let (to_slot, owner) = self.topology.route(&body.to_user);
+                let topology = self.topology.load();
+                let (to_slot, owner) = topology.route(&body.to_user);
                 if owner != shard.cell {
                     return Err(CellError::CrossCell {
                         to_user: body.to_user,
-                        owner: self.topology.cells()[owner].id.clone(),
+                        owner: topology.cells()[owner].id.clone(),
                     });
                 }
                 let command = Command::Transfer {
@@ -451,13 +467,14 @@ impl<S: Store> Cell<S> {
     }
 
     fn whoami(&self, user: &str, slot: u32, shard: &Shard<S>) -> Response<Body> {
-        let me = &self.topology.cells()[self.index];
+        let topology = self.topology.load();
+        let me = &topology.cells()[self.index];
         json(
             StatusCode::OK,
             &value!({
                 "cell": me.id,
                 "region": me.region,
-                "shard": self.topology.cells()[shard.cell].id,
+                "shard": topology.cells()[shard.cell].id,
                 "user_id": user,
                 "slot": slot,
                 "epoch": shard.epoch,

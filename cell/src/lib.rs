@@ -18,11 +18,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ldc_serve::{AdminRoutes, Body, Phase, ServeSettings, json, phase_channel, serve_with_admin};
+use ldc_serve::{
+    AdminRoutes, Body, Phase, ServeSettings, apply_reloads, json, phase_channel, serve_with_admin,
+};
 use ldc_topology::{LedgerBackend, Topology};
 use prometheus::Registry;
 use serde_json::json as value;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 pub use api::{Cell, ROUTES};
 pub use error::CellError;
@@ -39,6 +42,7 @@ pub async fn run(
     listener: TcpListener,
     admin: TcpListener,
     registry: Registry,
+    reloads: watch::Receiver<Arc<Topology>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), CellError> {
     let index = topology
@@ -57,9 +61,10 @@ pub async fn run(
             };
             let own = Shard::open(&topology, index, id, store, &metrics).await?;
             let cell = Arc::new(Cell::new(topology.clone(), index, own, &registry)?);
-            let standby = takeover::stand_by(cell.clone(), metrics, deploy.takeover.clone());
+            let poll = Duration::from_millis(deploy.takeover.poll_ms);
+            let standby = takeover::stand_by(cell.clone(), metrics, poll);
             tokio::select! {
-                served = serve(cell, listener, admin, registry, shutdown) => served,
+                served = serve(cell, listener, admin, registry, reloads, shutdown) => served,
                 () = standby => Ok(()),
             }
         }
@@ -69,20 +74,22 @@ pub async fn run(
             let store = TikvStore::connect(&deploy.ledger.pd_endpoints, prefix, timeout).await?;
             let own = Shard::open(&topology, index, id, store, &metrics).await?;
             let cell = Arc::new(Cell::new(topology.clone(), index, own, &registry)?);
-            serve(cell, listener, admin, registry, shutdown).await
+            serve(cell, listener, admin, registry, reloads, shutdown).await
         }
     }
 }
 
-/// Serves a recovered cell until `shutdown` resolves, then drains.
+/// Serves a recovered cell until `shutdown` resolves, then drains, applying the
+/// topologies sent on `reloads` meanwhile.
 async fn serve<S: Store>(
     cell: Arc<Cell<S>>,
     listener: TcpListener,
     admin: TcpListener,
     registry: Registry,
+    reloads: watch::Receiver<Arc<Topology>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), CellError> {
-    let topology = cell.topology().clone();
+    let topology = cell.topology();
     let settings = ServeSettings::from_deploy(topology.deploy());
     let (phase, _) = phase_channel();
     phase.send_replace(Phase::Ready);
@@ -94,14 +101,22 @@ async fn serve<S: Store>(
         "ready"
     );
     let routes = CellAdmin(cell.clone());
-    serve_with_admin(
-        (listener, cell),
+    let serving = serve_with_admin(
+        (listener, cell.clone()),
         (admin, registry, routes),
         phase,
         settings,
         shutdown,
-    )
-    .await;
+    );
+    let reloading = async {
+        apply_reloads(reloads, |next| cell.reload(next)).await;
+        // No more reloads (the sending side is gone): serve on.
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = serving => {}
+        () = reloading => {}
+    }
     Ok(())
 }
 
@@ -131,7 +146,8 @@ impl<S: Store> CellAdmin<S> {
     /// routers route by.
     fn shards(&self) -> serde_json::Value {
         let cell = &self.0;
-        let cells = cell.topology().cells();
+        let topology = cell.topology();
+        let cells = topology.cells();
         let taken = cell.taken();
         let shards: Vec<serde_json::Value> = std::iter::once(cell.own())
             .chain(taken.iter())
@@ -144,7 +160,8 @@ impl<S: Store> CellAdmin<S> {
     /// own shard's at the top, taken-over shards' under `taken_over`.
     async fn audit(&self) -> http::Response<Body> {
         let cell = &self.0;
-        let cells = cell.topology().cells();
+        let topology = cell.topology();
+        let cells = topology.cells();
         let mut report = match audit_shard(cell.own()).await {
             Ok(report) => report,
             Err(err) => return unavailable(&err),

@@ -20,8 +20,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ldc_topology::TakeoverConf;
-
 use crate::api::Cell;
 use crate::error::CellError;
 use crate::shard::{Shard, ShardMetrics};
@@ -109,51 +107,43 @@ pub async fn open_own(dir: &Path) -> Result<EmbeddedStore, CellError> {
 }
 
 /// Watches the cells `cell` stands by for, for the life of the process: takes
-/// over the shard of one that is not running, hands it back when it returns.
-pub async fn stand_by(cell: Arc<Cell<EmbeddedStore>>, metrics: ShardMetrics, conf: TakeoverConf) {
-    let topology = cell.topology().clone();
+/// over the shard of one that is not running, hands it back when it returns. Reads
+/// the cell's topology at every poll, so a reload that names a new standby applies.
+pub async fn stand_by(cell: Arc<Cell<EmbeddedStore>>, metrics: ShardMetrics, poll: Duration) {
     let me = cell.index();
-    let primaries: Vec<usize> = topology
-        .cells()
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.standby == Some(me))
-        .map(|(i, _)| i)
-        .collect();
-    if primaries.is_empty() {
-        return std::future::pending().await;
-    }
-    let mut last_error: Vec<Option<String>> = vec![None; primaries.len()];
+    let count = cell.topology().cells().len();
+    let mut last_error: Vec<Option<String>> = vec![None; count];
     // A cell not seen running yet may just be starting after this one (`ldc up`
     // starts cells one by one): it gets a grace period before its shard is taken.
-    let mut seen = vec![false; primaries.len()];
-    let grace = Duration::from_millis(conf.startup_grace_ms);
+    let mut seen = vec![false; count];
     let watching = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(conf.poll_ms));
+    let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        for (i, &primary) in primaries.iter().enumerate() {
-            let dir = &topology.cells()[primary].data_dir;
-            let held = cell.taken().iter().any(|shard| shard.cell == primary);
-            let up = running(dir);
-            seen[i] |= up;
-            let due = seen[i] || watching.elapsed() >= grace;
+        let topology = cell.topology();
+        let conf = &topology.deploy().takeover;
+        let taken = cell.taken();
+        for (primary, watched) in topology.cells().iter().enumerate() {
+            let held = taken.iter().any(|shard| shard.cell == primary);
+            if !held && watched.standby != Some(me) {
+                continue;
+            }
+            let up = running(&watched.data_dir);
+            seen[primary] |= up;
+            let due =
+                seen[primary] || watching.elapsed() >= Duration::from_millis(conf.startup_grace_ms);
             if held && up {
-                release(
-                    &cell,
-                    primary,
-                    Duration::from_millis(conf.release_timeout_ms),
-                )
-                .await;
-            } else if !held && !up && due && dir.join("ledger").exists() {
+                let timeout = Duration::from_millis(conf.release_timeout_ms);
+                release(&cell, primary, timeout).await;
+            } else if !held && !up && due && watched.data_dir.join("ledger").exists() {
                 // A cell that never ran has no shard to take over.
                 let outcome = take_over(&cell, primary, &metrics).await;
                 let error = outcome.err().map(|err| err.to_string());
-                if error.is_some() && error != last_error[i] {
-                    tracing::warn!(shard = %topology.cells()[primary].id, cause = error.as_deref().unwrap_or_default(), "takeover failed; retrying");
+                if error.is_some() && error != last_error[primary] {
+                    tracing::warn!(shard = %watched.id, cause = error.as_deref().unwrap_or_default(), "takeover failed; retrying");
                 }
-                last_error[i] = error;
+                last_error[primary] = error;
             }
         }
     }
@@ -174,7 +164,7 @@ async fn take_over(
         Err(err) => return Err(err.into()),
     };
     let me = &topology.cells()[cell.index()].id;
-    let shard = Shard::open(topology, primary, me, store, metrics).await?;
+    let shard = Shard::open(&topology, primary, me, store, metrics).await?;
     tracing::info!(
         shard = %topology.cells()[primary].id,
         epoch = shard.epoch,
@@ -198,7 +188,7 @@ async fn release(cell: &Cell<EmbeddedStore>, primary: usize, timeout: Duration) 
     loop {
         match Arc::try_unwrap(shard) {
             Ok(owned) => {
-                owned.close(topology).await;
+                owned.close(&topology).await;
                 tracing::info!(
                     shard = %id,
                     epoch,

@@ -260,6 +260,51 @@ impl Topology {
     pub fn to_toml(&self) -> String {
         toml_string(&self.deploy)
     }
+
+    /// Why a running process cannot switch from this topology to `next`, if it
+    /// cannot. A reload may change addresses, standbys, health, takeover, timeouts
+    /// and limits; it may not move a slot, since a slot's data stays in the ledger of
+    /// the cell that owned it (there is no slot migration yet), nor change what the
+    /// ledgers already recorded (items' stock shares, backends, data directories).
+    pub fn reload_problems(&self, next: &Topology) -> Vec<String> {
+        let (now, then) = (&self.deploy, &next.deploy);
+        let mut problems = Vec::new();
+        let ids = |t: &Topology| t.cells.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+        if ids(self) != ids(next) {
+            problems.push(format!(
+                "cells: {:?} would become {:?}; adding, removing or reordering cells moves slots",
+                ids(self),
+                ids(next)
+            ));
+        } else {
+            let moved = (0..now.slots.min(then.slots))
+                .filter(|&slot| self.placement.owner(slot) != next.placement.owner(slot))
+                .count();
+            if now.slots != then.slots || moved > 0 {
+                problems.push(format!(
+                    "placement: {moved} slots would move (weights, overrides, vnodes or slots changed)"
+                ));
+            }
+            for (a, b) in self.cells.iter().zip(&next.cells) {
+                if a.data_dir != b.data_dir {
+                    problems.push(format!(
+                        "cells.{}.data_dir: cannot change while running",
+                        a.id
+                    ));
+                }
+            }
+        }
+        if now.items != then.items {
+            problems.push("items: stock shares are recorded in the ledgers once".to_owned());
+        }
+        if now.ledger.backend != then.ledger.backend || now.name != then.name {
+            problems.push("name, ledger.backend: cannot change while running".to_owned());
+        }
+        if now.epoch != then.epoch {
+            problems.push("epoch: cannot change while running".to_owned());
+        }
+        problems
+    }
 }
 
 fn toml_string(deploy: &Deploy) -> String {

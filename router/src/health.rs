@@ -101,12 +101,17 @@ pub struct ShardView<'t> {
     pub cell_up: bool,
 }
 
-impl Health {
-    pub fn new(
-        topology: Arc<Topology>,
-        client: Client<HttpConnector, Full<Bytes>>,
-        registry: &Registry,
-    ) -> prometheus::Result<Self> {
+/// The health metric families, registered once per router and shared by every
+/// topology it loads.
+#[derive(Debug, Clone)]
+pub struct HealthMetrics {
+    up: IntGaugeVec,
+    probes: IntCounterVec,
+    ejections: IntCounterVec,
+}
+
+impl HealthMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let up = IntGaugeVec::new(
             Opts::new("ldc_router_cell_up", "1 while the router routes to a cell"),
             &["cell"],
@@ -128,6 +133,36 @@ impl Health {
         registry.register(Box::new(up.clone()))?;
         registry.register(Box::new(probes.clone()))?;
         registry.register(Box::new(ejections.clone()))?;
+        Ok(Self {
+            up,
+            probes,
+            ejections,
+        })
+    }
+}
+
+/// The probing tasks of one [`Health`]; they stop when this is dropped.
+#[derive(Debug)]
+pub struct Probers(Vec<tokio::task::AbortHandle>);
+
+impl Drop for Probers {
+    fn drop(&mut self) {
+        for prober in &self.0 {
+            prober.abort();
+        }
+    }
+}
+
+impl Health {
+    /// A view of `topology`'s cells. Until every cell has answered once, shards
+    /// route as in `seed` (the view of the topology this one replaces), or else
+    /// each to its own cell.
+    pub fn new(
+        topology: Arc<Topology>,
+        client: Client<HttpConnector, Full<Bytes>>,
+        metrics: &HealthMetrics,
+        seed: Option<&Health>,
+    ) -> Self {
         let cells = topology
             .cells()
             .iter()
@@ -137,18 +172,20 @@ impl Health {
                     .unwrap_or_else(|_| Uri::from_static("http://0.0.0.0:0/ready")),
                 state: Mutex::new(Probed::default()),
                 wake: Notify::new(),
-                up: up.with_label_values(&[&cell.id]),
-                probes_ok: probes.with_label_values(&[&cell.id, "ok"]),
-                probes_failed: probes.with_label_values(&[&cell.id, "failed"]),
-                ejections: ejections.with_label_values(&[&cell.id]),
+                up: metrics.up.with_label_values(&[&cell.id]),
+                probes_ok: metrics.probes.with_label_values(&[&cell.id, "ok"]),
+                probes_failed: metrics.probes.with_label_values(&[&cell.id, "failed"]),
+                ejections: metrics.ejections.with_label_values(&[&cell.id]),
             })
             .collect();
-        // Until the first probes answer, every shard routes to its own cell.
         let epoch = topology.placement().epoch();
         let routes = (0..topology.cells().len())
-            .map(|cell| AtomicU64::new(pack(cell, epoch)))
+            .map(|cell| {
+                let seeded = seed.and_then(|old| old.routes.get(cell));
+                AtomicU64::new(seeded.map_or(pack(cell, epoch), |r| r.load(Ordering::Acquire)))
+            })
             .collect();
-        Ok(Self {
+        Self {
             conf: topology.deploy().health.clone(),
             topology,
             cells,
@@ -156,7 +193,7 @@ impl Health {
             generation: watch::Sender::new(0),
             probed: watch::Sender::new(0),
             client,
-        })
+        }
     }
 
     /// The cell serving shard `shard` now and its epoch, if a healthy one does.
@@ -165,13 +202,13 @@ impl Health {
         unpack(self.routes[shard].load(Ordering::Acquire))
     }
 
-    /// Probes every cell until the returned future is dropped.
-    pub async fn run(self: Arc<Self>) {
-        let mut probers = tokio::task::JoinSet::new();
-        for cell in 0..self.cells.len() {
-            probers.spawn(self.clone().probe_forever(cell));
-        }
-        while probers.join_next().await.is_some() {}
+    /// Starts probing every cell, until the returned [`Probers`] is dropped.
+    pub fn spawn(self: &Arc<Self>) -> Probers {
+        Probers(
+            (0..self.cells.len())
+                .map(|cell| tokio::spawn(self.clone().probe_forever(cell)).abort_handle())
+                .collect(),
+        )
     }
 
     /// Resolves once every cell was probed once, so the first routes are informed.

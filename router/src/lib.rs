@@ -12,44 +12,49 @@ mod proxy;
 use std::future::Future;
 use std::sync::Arc;
 
-use ldc_serve::{AdminRoutes, Body, Phase, ServeSettings, json, phase_channel, serve_with_admin};
+use ldc_serve::{
+    AdminRoutes, Body, Phase, ServeSettings, apply_reloads, json, phase_channel, serve_with_admin,
+};
 use ldc_topology::Topology;
 use prometheus::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 pub use error::RouteError;
 pub use proxy::Proxy;
 
 /// Runs a router on the given listeners until `shutdown` resolves, then drains.
+/// Each topology sent on `reloads` replaces the running one if it moves no slot.
 pub async fn run(
     topology: Arc<Topology>,
     listener: TcpListener,
     admin: TcpListener,
     registry: Registry,
+    reloads: watch::Receiver<Arc<Topology>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), prometheus::Error> {
     let settings = ServeSettings::from_deploy(topology.deploy());
     let proxy = Arc::new(Proxy::new(topology, &registry)?);
-    let health = proxy.health().clone();
-    let probes = health.clone().run();
-    let serving = async {
-        // Ready once every cell was probed, so the first routes are informed ones.
-        health.first_round().await;
-        let (phase, _) = phase_channel();
-        phase.send_replace(Phase::Ready);
-        let routes = TopologyRoute(proxy.clone());
-        serve_with_admin(
-            (listener, proxy),
-            (admin, registry, routes),
-            phase,
-            settings,
-            shutdown,
-        )
-        .await;
+    // Ready once every cell was probed, so the first routes are informed ones.
+    proxy.health().first_round().await;
+    let (phase, _) = phase_channel();
+    phase.send_replace(Phase::Ready);
+    let routes = TopologyRoute(proxy.clone());
+    let serving = serve_with_admin(
+        (listener, proxy.clone()),
+        (admin, registry, routes),
+        phase,
+        settings,
+        shutdown,
+    );
+    let reloading = async {
+        apply_reloads(reloads, |next| proxy.reload(next)).await;
+        // No more reloads (the sending side is gone): serve on.
+        std::future::pending::<()>().await;
     };
     tokio::select! {
         () = serving => {}
-        () = probes => {}
+        () = reloading => {}
     }
     Ok(())
 }

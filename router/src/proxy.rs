@@ -20,7 +20,7 @@ use prometheus::{IntGauge, Registry};
 use serde::{Deserialize, Serialize};
 
 use crate::error::RouteError;
-use crate::health::Health;
+use crate::health::{Health, HealthMetrics, Probers};
 use crate::metrics::{CellMetrics, Metrics, NO_CELL, UpstreamError};
 
 pub static X_LDC_CELL: HeaderName = HeaderName::from_static("x-ldc-cell");
@@ -49,17 +49,20 @@ struct Upstream {
     metrics: CellMetrics,
 }
 
-/// A topology with its upstreams: swapped as a whole, read without a lock.
+/// A topology with its upstreams and its view of the cells: swapped as a whole on
+/// reload, read without a lock.
 struct Table {
     topology: Arc<Topology>,
     upstreams: Vec<Upstream>,
+    health: Arc<Health>,
+    _probers: Probers,
 }
 
 pub struct Proxy {
     table: ArcSwap<Table>,
-    health: Arc<Health>,
     client: Client<HttpConnector, Full<Bytes>>,
     metrics: Metrics,
+    health_metrics: HealthMetrics,
     /// Metrics of requests answered without a cell.
     local: CellMetrics,
     max_body_bytes: u64,
@@ -106,17 +109,18 @@ impl Proxy {
             .pool_max_idle_per_host(deploy.limits.pool_max_idle_per_cell as usize)
             .build(connector);
         let metrics = Metrics::register(registry)?;
-        let health = Arc::new(Health::new(topology.clone(), client.clone(), registry)?);
+        let health_metrics = HealthMetrics::register(registry)?;
+        let table = Table::new(topology.clone(), &client, &metrics, &health_metrics, None);
         Ok(Self {
             local: metrics.cell(NO_CELL),
             max_body_bytes: deploy.limits.max_body_bytes,
             body_timeout: Duration::from_millis(deploy.timeouts.header_read_timeout_ms),
             request_timeout: Duration::from_millis(deploy.timeouts.request_timeout_ms),
             retry_after: HeaderValue::from(deploy.timeouts.retry_after_s),
-            table: ArcSwap::from_pointee(Table::new(topology, &metrics)),
-            health,
+            table: ArcSwap::from_pointee(table),
             client,
             metrics,
+            health_metrics,
         })
     }
 
@@ -125,8 +129,29 @@ impl Proxy {
         self.table.load().topology.clone()
     }
 
-    pub fn health(&self) -> &Arc<Health> {
-        &self.health
+    /// The view of the cells requests are routed by now.
+    pub fn health(&self) -> Arc<Health> {
+        self.table.load().health.clone()
+    }
+
+    /// Routes by `next` from now on, if it moves no slot (see
+    /// [`Topology::reload_problems`]); requests in flight finish on the old table.
+    /// Timeouts and limits of the listeners stay as they were at start.
+    pub fn reload(&self, next: Arc<Topology>) -> Result<(), Vec<String>> {
+        let current = self.table.load();
+        let problems = current.topology.reload_problems(&next);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let table = Table::new(
+            next,
+            &self.client,
+            &self.metrics,
+            &self.health_metrics,
+            Some(&current.health),
+        );
+        self.table.store(Arc::new(table));
+        Ok(())
     }
 
     /// The client's body, whole: bounded in size and in time, so that it can be
@@ -164,9 +189,9 @@ impl Proxy {
     ) -> Outcome {
         let cells = table.topology.cells();
         let candidates = || std::iter::once(shard).chain(cells[shard].standby);
-        let Some(mut target) = self.health.route(shard) else {
+        let Some(mut target) = table.health.route(shard) else {
             // Answer now; the shard's cells get probed, so the next request may go.
-            self.health.nudge(&candidates().collect::<Vec<_>>());
+            table.health.nudge(&candidates().collect::<Vec<_>>());
             let result = Err(RouteError::NoHolder(cells[shard].id.clone()));
             return Outcome {
                 target: None,
@@ -195,12 +220,12 @@ impl Proxy {
             let result = self.forward(table, &request, slot, target.0).await;
             let moved = match &result {
                 Err(RouteError::CellUnavailable(_)) => {
-                    self.health.eject(target.0);
+                    table.health.eject(target.0);
                     false
                 }
                 Ok(response) if response.status() == StatusCode::MISDIRECTED_REQUEST => {
                     let ask: Vec<usize> = candidates().chain([target.0]).collect();
-                    self.health.refresh(&ask).await;
+                    table.health.refresh(&ask).await;
                     true
                 }
                 _ => {
@@ -210,7 +235,7 @@ impl Proxy {
                     };
                 }
             };
-            let next = self.health.route(shard).filter(|&next| next != target);
+            let next = table.health.route(shard).filter(|&next| next != target);
             match next {
                 Some(next) if !retried && idempotent(&request) => {
                     self.metrics.retry(moved);
@@ -305,7 +330,20 @@ fn idempotent(request: &Forward) -> bool {
 }
 
 impl Table {
-    fn new(topology: Arc<Topology>, metrics: &Metrics) -> Self {
+    fn new(
+        topology: Arc<Topology>,
+        client: &Client<HttpConnector, Full<Bytes>>,
+        metrics: &Metrics,
+        health_metrics: &HealthMetrics,
+        seed: Option<&Health>,
+    ) -> Self {
+        let health = Arc::new(Health::new(
+            topology.clone(),
+            client.clone(),
+            health_metrics,
+            seed,
+        ));
+        let probers = health.spawn();
         let upstreams = topology
             .cells()
             .iter()
@@ -321,6 +359,8 @@ impl Table {
         Self {
             topology,
             upstreams,
+            health,
+            _probers: probers,
         }
     }
 }
@@ -398,7 +438,7 @@ impl Handler for Proxy {
                 Ok(table.topology.route(user_id))
             }
             Ok(Target::Placement(user_id)) if is_valid_user_id(user_id) => {
-                Err(placement_answer(&table.topology, &self.health, user_id))
+                Err(placement_answer(&table.topology, &table.health, user_id))
             }
             Ok(_) => Err(self.error_response(&RouteError::InvalidUserId)),
             Err(error) => Err(self.error_response(&error)),

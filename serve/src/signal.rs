@@ -1,9 +1,14 @@
-//! Shutdown triggers and the start-up announcement the local supervisor reads.
+//! Shutdown and reload triggers, and the start-up announcement the local supervisor
+//! reads.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
+use ldc_topology::Topology;
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
 
 /// Resolves on SIGTERM or SIGINT, or, with `exit_on_stdin_eof`, when standard input
 /// closes: `ldc up` holds its children's stdin open, so a supervisor that dies even
@@ -40,4 +45,52 @@ pub async fn shutdown_signal(exit_on_stdin_eof: bool) {
 /// Logs go to standard error, so this line is all a supervisor has to parse.
 pub fn announce(role: &str, id: &str, listen: SocketAddr, admin: SocketAddr) {
     println!("ldc-listening role={role} id={id} listen={listen} admin={admin}");
+}
+
+/// Loads the deploy file at `path` again on every SIGHUP. Each file that loads and
+/// validates is sent on the returned channel; one that does not is logged and
+/// dropped, so the last good topology stays.
+pub fn reload_on_sighup(path: PathBuf, current: Arc<Topology>) -> watch::Receiver<Arc<Topology>> {
+    let (reloads, receiver) = watch::channel(current);
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; the deploy file will not be reloaded");
+        return receiver;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match Topology::load(&path) {
+                Ok(next) => {
+                    if reloads.send(Arc::new(next)).is_err() {
+                        return;
+                    }
+                }
+                Err(err) => tracing::error!(
+                    file = %path.display(),
+                    problems = %err,
+                    "SIGHUP: the deploy file is invalid; keeping the last good one"
+                ),
+            }
+        }
+    });
+    receiver
+}
+
+/// Applies each topology sent on `reloads` with `apply`, logging the outcome, until
+/// the sending side is gone.
+pub async fn apply_reloads(
+    mut reloads: watch::Receiver<Arc<Topology>>,
+    apply: impl Fn(Arc<Topology>) -> Result<(), Vec<String>>,
+) {
+    while reloads.changed().await.is_ok() {
+        let next = reloads.borrow_and_update().clone();
+        let source = next.source().to_owned();
+        match apply(next) {
+            Ok(()) => tracing::info!(file = %source, "deploy file reloaded"),
+            Err(problems) => tracing::error!(
+                file = %source,
+                problems = %problems.join("; "),
+                "deploy file not reloaded; keeping the running topology"
+            ),
+        }
+    }
 }

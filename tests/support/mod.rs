@@ -62,10 +62,8 @@ impl ClusterBuilder {
         self
     }
 
-    /// Writes a deploy file with every listener on port 0 and starts `ldc up` on it.
-    pub async fn spawn(self) -> Cluster {
-        let dir = TempDir::new().expect("temp dir");
-        let data = dir.path().join("data");
+    /// The deploy file: every listener on port 0, data under `data`.
+    fn deploy_text(&self, data: &Path) -> String {
         let mut text = format!(
             "name = \"test\"\ndata_dir = \"{}\"\n{}\n[supervisor]\nrestart_backoff_initial_ms = {}\nrestart_backoff_max_ms = {}\n\n[[regions]]\nid = \"local\"\n",
             data.display(),
@@ -86,8 +84,15 @@ impl ClusterBuilder {
                 "\n[[routers]]\nid = \"r{i}\"\nregion = \"local\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n"
             );
         }
+        text
+    }
+
+    /// Writes a deploy file with every listener on port 0 and starts `ldc up` on it.
+    pub async fn spawn(self) -> Cluster {
+        let dir = TempDir::new().expect("temp dir");
+        let data = dir.path().join("data");
         let config = dir.path().join("deploy.toml");
-        std::fs::write(&config, text).expect("write deploy file");
+        std::fs::write(&config, self.deploy_text(&data)).expect("write deploy file");
         let log_path = dir.path().join("up.log");
         let log = File::create(&log_path).expect("log file");
         let mut up = Command::new(env!("CARGO_BIN_EXE_ldc"))
@@ -109,6 +114,8 @@ impl ClusterBuilder {
             up,
             log: log_path,
             data,
+            config,
+            builder: self,
             client: HttpClient::new(),
             dir,
         };
@@ -129,6 +136,9 @@ pub struct Cluster {
     topology: Option<Topology>,
     log: PathBuf,
     data: PathBuf,
+    /// The deploy file `ldc up` runs, and what it was written from.
+    config: PathBuf,
+    builder: ClusterBuilder,
     pub client: HttpClient,
     dir: TempDir,
 }
@@ -279,6 +289,14 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+
+    /// Rewrites the deploy file from the builder as `change` leaves it (for a
+    /// reload: `ldc up` reads it again on SIGHUP).
+    pub fn rewrite_deploy(&mut self, change: impl FnOnce(ClusterBuilder) -> ClusterBuilder) {
+        self.builder = change(self.builder.clone());
+        let text = self.builder.deploy_text(&self.data);
+        std::fs::write(&self.config, text).expect("rewrite deploy file");
     }
 
     pub fn data_dir(&self) -> &Path {
