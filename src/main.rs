@@ -41,6 +41,9 @@ enum Command {
     /// Drive a flash-sale workload (deposits, then orders on one item) and report
     /// throughput and latency by outcome.
     Bench(ldc::bench::BenchArgs),
+    /// Kill, restart, stop and continue cells on a seeded schedule under a workload,
+    /// then check the invariants; exit 0 only when all hold.
+    Chaos(ldc::chaos::ChaosArgs),
     /// Print where a user id is placed: slot, cell, region and standby.
     Route {
         #[arg(long, default_value = "config/local.toml")]
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Route { config, user_id } => route(&config, &user_id),
         Command::Up { config } => block_on(ldc::supervisor::up(&config)),
         Command::Bench(args) => block_on(ldc::bench::bench(args)),
+        Command::Chaos(args) => block_on(ldc::chaos::chaos(args)),
         Command::Router(args) => block_on(process(Role::Router, args)),
         Command::Cell(args) => block_on(process(Role::Cell, args)),
     }

@@ -123,9 +123,11 @@ pub async fn stand_by(cell: Arc<Cell<EmbeddedStore>>, metrics: ShardMetrics, pol
         tick.tick().await;
         let topology = cell.topology();
         let conf = &topology.deploy().takeover;
-        let taken = cell.taken();
+        // Indexes only: a reference to a shard held across a release would keep it
+        // open until the release timed out.
+        let taken: Vec<usize> = cell.taken().iter().map(|shard| shard.cell).collect();
         for (primary, watched) in topology.cells().iter().enumerate() {
-            let held = taken.iter().any(|shard| shard.cell == primary);
+            let held = taken.contains(&primary);
             if !held && watched.standby != Some(me) {
                 continue;
             }

@@ -46,7 +46,11 @@ impl<R: AdminRoutes> Handler for Admin<R> {
         }
         match req.uri().path() {
             "/metrics" => self.metrics(),
-            "/health" => json(StatusCode::OK, &json!({"status": "ok"})),
+            // The pid lets tools that attach to a running cluster signal a process.
+            "/health" => json(
+                StatusCode::OK,
+                &json!({"status": "ok", "pid": std::process::id()}),
+            ),
             "/ready" => {
                 let phase = *self.phase.borrow();
                 let status = if phase == Phase::Ready {

@@ -1,0 +1,276 @@
+//! The chaos report: what the run did, what users saw, how fast the cluster reacted,
+//! and the verdict; printed for people and written as JSON for CI and plots.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::check::{INVARIANTS, Violation};
+use super::schedule::{Action, Step};
+use super::workload::Failure;
+
+/// A change of who serves a shard, as the router's `/admin/topology` showed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteChange {
+    pub at_ms: u64,
+    pub shard: usize,
+    pub served_by: Option<usize>,
+    pub epoch: Option<u64>,
+}
+
+/// A scheduled fault and what came of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Done {
+    #[serde(flatten)]
+    pub step: Step,
+    /// The signalled pid, or why the step was skipped.
+    pub outcome: String,
+}
+
+/// Reaction times to one fault of a cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reaction {
+    pub at_ms: u64,
+    pub cell: String,
+    pub action: Action,
+    /// Fault to the router no longer routing the cell's shard to it.
+    pub detection_ms: Option<u64>,
+    /// Fault to the router routing the shard to the cell's standby.
+    pub takeover_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub seed: u64,
+    pub duration_ms: u64,
+    pub schedule: Vec<Done>,
+    /// Answers by outcome: `201`, `409 sold_out`, `503 cell_unavailable`, `none`.
+    pub outcomes: BTreeMap<String, u64>,
+    pub requests: u64,
+    /// 5xx or no answer for users whose shard was not served by its own cell at the
+    /// time (or was between a fault and its detection), and for everyone else.
+    pub errors_faulted_shards: u64,
+    pub errors_elsewhere: u64,
+    pub reactions: Vec<Reaction>,
+    pub invariants: BTreeMap<&'static str, &'static str>,
+    pub violations: Vec<Violation>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    pub fn print(&self) {
+        println!(
+            "ldc chaos: seed {}, {} ms of faults",
+            self.seed, self.duration_ms
+        );
+        println!("requests: {}", self.requests);
+        for (outcome, count) in &self.outcomes {
+            println!("  {outcome:<28} {count}");
+        }
+        println!(
+            "errors (5xx or no answer): {} for users of faulted shards, {} for everyone else",
+            self.errors_faulted_shards, self.errors_elsewhere
+        );
+        let median = |values: Vec<u64>| {
+            let mut values = values;
+            values.sort_unstable();
+            values
+                .get(values.len() / 2)
+                .map_or("-".to_owned(), |v| format!("{v} ms"))
+        };
+        let detections: Vec<u64> = self
+            .reactions
+            .iter()
+            .filter_map(|r| r.detection_ms)
+            .collect();
+        let takeovers: Vec<u64> = self
+            .reactions
+            .iter()
+            .filter_map(|r| r.takeover_ms)
+            .collect();
+        println!(
+            "detection: median {} of {} faults noticed; takeover by the standby: median {} of {}",
+            median(detections.clone()),
+            detections.len(),
+            median(takeovers.clone()),
+            takeovers.len()
+        );
+        for (invariant, verdict) in &self.invariants {
+            println!("  {invariant:<26} {verdict}");
+        }
+        if let Some(first) = self.violations.first() {
+            println!(
+                "VIOLATED (seed {}): {} violations; first: {}: {}",
+                self.seed,
+                self.violations.len(),
+                first.invariant,
+                first.detail
+            );
+            println!("actions:");
+            for done in &self.schedule {
+                println!(
+                    "  {:>7} ms {:<7} {:<6} {}",
+                    done.step.at_ms, done.step.action, done.step.cell, done.outcome
+                );
+            }
+        } else {
+            println!("all invariants hold");
+        }
+    }
+}
+
+/// Verdict per invariant.
+pub fn verdicts(violations: &[Violation]) -> BTreeMap<&'static str, &'static str> {
+    INVARIANTS
+        .iter()
+        .map(|name| {
+            let verdict = if violations.iter().any(|v| v.invariant == *name) {
+                "VIOLATED"
+            } else {
+                "ok"
+            };
+            (*name, verdict)
+        })
+        .collect()
+}
+
+/// Intervals `[from, to)` in which each shard was disrupted: served by another cell
+/// or by none, or between a fault of its cell and the router noticing.
+pub fn disrupted(
+    shards: usize,
+    timeline: &[RouteChange],
+    faults: &[(u64, usize)],
+    end_ms: u64,
+) -> Vec<Vec<(u64, u64)>> {
+    let mut intervals = vec![Vec::new(); shards];
+    let mut since: Vec<Option<u64>> = vec![None; shards];
+    for change in timeline {
+        let own = change.served_by == Some(change.shard);
+        match (since[change.shard], own) {
+            (None, false) => since[change.shard] = Some(change.at_ms),
+            (Some(from), true) => {
+                intervals[change.shard].push((from, change.at_ms));
+                since[change.shard] = None;
+            }
+            _ => {}
+        }
+    }
+    for (shard, from) in since.iter().enumerate() {
+        if let Some(from) = from {
+            intervals[shard].push((*from, end_ms));
+        }
+    }
+    for &(at_ms, shard) in faults {
+        let noticed = timeline
+            .iter()
+            .find(|c| c.shard == shard && c.at_ms >= at_ms && c.served_by != Some(shard))
+            .map_or(at_ms + 1_000, |c| c.at_ms);
+        intervals[shard].push((at_ms, noticed));
+    }
+    intervals
+}
+
+/// Splits failures into those of disrupted shards and the rest.
+pub fn blast_radius(failures: &[Failure], intervals: &[Vec<(u64, u64)>]) -> (u64, u64) {
+    let mut faulted = 0;
+    let mut elsewhere = 0;
+    for failure in failures {
+        // An answer is recorded when it arrives; the request may have left up to a
+        // request timeout earlier, so intervals are widened by a second at the end.
+        let inside = intervals[failure.shard]
+            .iter()
+            .any(|&(from, to)| failure.at_ms >= from && failure.at_ms <= to + 1_000);
+        if inside {
+            faulted += 1;
+        } else {
+            elsewhere += 1;
+        }
+    }
+    (faulted, elsewhere)
+}
+
+/// Detection and takeover times of each kill, restart and stop.
+pub fn reactions(
+    schedule: &[Done],
+    cells: &[String],
+    standbys: &[Option<usize>],
+    timeline: &[RouteChange],
+) -> Vec<Reaction> {
+    schedule
+        .iter()
+        .filter(|d| d.step.action != Action::Cont && d.outcome.starts_with("pid"))
+        .filter_map(|done| {
+            let shard = cells.iter().position(|c| *c == done.step.cell)?;
+            let at = done.step.at_ms;
+            let after = timeline
+                .iter()
+                .filter(|c| c.shard == shard && c.at_ms >= at);
+            let detection_ms = after
+                .clone()
+                .find(|c| c.served_by != Some(shard))
+                .map(|c| c.at_ms - at);
+            let takeover_ms = standbys[shard]
+                .and_then(|standby| after.clone().find(|c| c.served_by == Some(standby)))
+                .map(|c| c.at_ms - at);
+            Some(Reaction {
+                at_ms: at,
+                cell: done.step.cell.clone(),
+                action: done.step.action,
+                detection_ms,
+                takeover_ms,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_count_against_the_shard_only_while_it_is_disrupted() {
+        let timeline = [
+            RouteChange {
+                at_ms: 1_000,
+                shard: 1,
+                served_by: None,
+                epoch: None,
+            },
+            RouteChange {
+                at_ms: 1_200,
+                shard: 1,
+                served_by: Some(2),
+                epoch: Some(2),
+            },
+            RouteChange {
+                at_ms: 3_000,
+                shard: 1,
+                served_by: Some(1),
+                epoch: Some(3),
+            },
+        ];
+        let intervals = disrupted(3, &timeline, &[(990, 1)], 10_000);
+        let failures = [
+            Failure {
+                at_ms: 995,
+                shard: 1,
+            },
+            Failure {
+                at_ms: 2_000,
+                shard: 1,
+            },
+            Failure {
+                at_ms: 2_000,
+                shard: 0,
+            },
+            Failure {
+                at_ms: 8_000,
+                shard: 1,
+            },
+        ];
+        assert_eq!(blast_radius(&failures, &intervals), (2, 2));
+    }
+}
