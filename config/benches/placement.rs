@@ -24,14 +24,18 @@ fn lookup(c: &mut Criterion) {
     group.throughput(Throughput::Elements(users.len() as u64));
     for cells in [3, 8, 64] {
         let topology = topology(cells);
-        group.bench_with_input(BenchmarkId::new("cells", cells), &topology, |b, topology| {
-            b.iter(|| {
-                users
-                    .iter()
-                    .map(|u| topology.route(std::hint::black_box(u)).1)
-                    .sum::<usize>()
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("cells", cells),
+            &topology,
+            |b, topology| {
+                b.iter(|| {
+                    users
+                        .iter()
+                        .map(|u| topology.route(std::hint::black_box(u)).1)
+                        .sum::<usize>()
+                })
+            },
+        );
     }
     group.finish();
 }
