@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ldc_serve::{
-    AdminRoutes, Body, Phase, ServeSettings, apply_reloads, json, phase_channel, serve_with_admin,
+    AdminRoutes, Body, Phase, ServeSettings, json, phase_channel, serve_reloading, serve_with_admin,
 };
 use ldc_topology::{LedgerBackend, Topology};
 use prometheus::Registry;
@@ -108,15 +108,7 @@ async fn serve<S: Store>(
         settings,
         shutdown,
     );
-    let reloading = async {
-        apply_reloads(reloads, |next| cell.reload(next)).await;
-        // No more reloads (the sending side is gone): serve on.
-        std::future::pending::<()>().await;
-    };
-    tokio::select! {
-        () = serving => {}
-        () = reloading => {}
-    }
+    serve_reloading(serving, reloads, |next| cell.reload(next)).await;
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use ldc_serve::{
-    AdminRoutes, Body, Phase, ServeSettings, apply_reloads, json, phase_channel, serve_with_admin,
+    AdminRoutes, Body, Phase, ServeSettings, json, phase_channel, serve_reloading, serve_with_admin,
 };
 use ldc_topology::Topology;
 use prometheus::Registry;
@@ -47,15 +47,7 @@ pub async fn run(
         settings,
         shutdown,
     );
-    let reloading = async {
-        apply_reloads(reloads, |next| proxy.reload(next)).await;
-        // No more reloads (the sending side is gone): serve on.
-        std::future::pending::<()>().await;
-    };
-    tokio::select! {
-        () = serving => {}
-        () = reloading => {}
-    }
+    serve_reloading(serving, reloads, |next| proxy.reload(next)).await;
     Ok(())
 }
 

@@ -12,4 +12,4 @@ pub use admin::{AdminRoutes, serve_with_admin};
 pub use phase::{Phase, PhaseTx, phase_channel};
 pub use reply::{Body, error_chain, json, json_error};
 pub use server::{Handler, ServeSettings, serve};
-pub use signal::{announce, apply_reloads, reload_on_sighup, shutdown_signal};
+pub use signal::{announce, reload_on_sighup, serve_reloading, shutdown_signal};

@@ -1,6 +1,7 @@
 //! Shutdown and reload triggers, and the start-up announcement the local supervisor
 //! reads.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,9 +76,27 @@ pub fn reload_on_sighup(path: PathBuf, current: Arc<Topology>) -> watch::Receive
     receiver
 }
 
+/// Runs `serving` to its end while applying each topology sent on `reloads` with
+/// `apply`, logging the outcome.
+pub async fn serve_reloading(
+    serving: impl Future<Output = ()>,
+    reloads: watch::Receiver<Arc<Topology>>,
+    apply: impl Fn(Arc<Topology>) -> Result<(), Vec<String>>,
+) {
+    let reloading = async {
+        apply_reloads(reloads, apply).await;
+        // No more reloads (the sending side is gone): serve on.
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = serving => {}
+        () = reloading => {}
+    }
+}
+
 /// Applies each topology sent on `reloads` with `apply`, logging the outcome, until
 /// the sending side is gone.
-pub async fn apply_reloads(
+async fn apply_reloads(
     mut reloads: watch::Receiver<Arc<Topology>>,
     apply: impl Fn(Arc<Topology>) -> Result<(), Vec<String>>,
 ) {
