@@ -73,6 +73,20 @@ struct Settings {
     backoff_max: Duration,
     stop_timeout: Duration,
     client: HttpClient,
+    /// Tokio worker threads per child: the host's cores shared among the children,
+    /// unless `TOKIO_WORKER_THREADS` is set for `ldc up` (children inherit it).
+    worker_threads: Option<usize>,
+}
+
+/// Worker threads per child when `children` processes share this host: one per
+/// core would have every process wake as many threads as there are cores, which on a
+/// small host costs a third of the throughput (README, "Router against nginx").
+fn worker_threads(children: usize) -> Option<usize> {
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
+        return None;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Some((cores / children.max(1)).max(1))
 }
 
 pub async fn up(config: &Path) -> ExitCode {
@@ -102,6 +116,7 @@ pub async fn up(config: &Path) -> ExitCode {
         backoff_max: Duration::from_millis(deploy.supervisor.restart_backoff_max_ms),
         stop_timeout: Duration::from_millis(deploy.timeouts.drain_timeout_ms) + STOP_GRACE,
         client: HttpClient::new(),
+        worker_threads: worker_threads(topology.cells().len() + topology.routers().len()),
     };
     let resolved_path = deploy
         .data_dir
@@ -349,7 +364,11 @@ fn write_resolved(
 /// Spawns one child and waits until it has announced its addresses and answers
 /// `/ready` with 200.
 async fn start(spec: &Spec, config: &Path, settings: &Settings) -> Result<Running, StartError> {
-    let mut child = Command::new(&settings.exe)
+    let mut command = Command::new(&settings.exe);
+    if let Some(threads) = settings.worker_threads {
+        command.env("TOKIO_WORKER_THREADS", threads.to_string());
+    }
+    let mut child = command
         .arg(spec.role)
         .arg("--config")
         .arg(config)
