@@ -343,3 +343,21 @@ async fn with_no_healthy_holder_the_router_answers_503_at_once() {
         "the request never reached the cell"
     );
 }
+
+#[tokio::test]
+async fn requests_reach_cells_over_http2_and_over_http1() {
+    let cell = spawn_cell(NamedCell("c1")).await;
+    let (admin, _) = fake_admin(serde_json::json!([{"cell": "c1", "epoch": 1}])).await;
+    let cells = format!(
+        "[[cells]]\nid = \"c1\"\nregion = \"r\"\nlisten = \"{cell}\"\nadmin = \"{admin}\"\n"
+    );
+    for http2 in [true, false] {
+        let router = start_router(&format!("[proxy]\nhttp2_to_cells = {http2}\n"), &cells).await;
+        let reply = HttpClient::new()
+            .get(&format!("{}/v1/users/alice/whoami", router.url))
+            .await
+            .expect("router answers");
+        assert_eq!(reply.status, StatusCode::OK, "http2_to_cells = {http2}");
+        assert_eq!(reply.json()["cell"], "c1");
+    }
+}

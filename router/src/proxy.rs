@@ -108,6 +108,7 @@ impl Proxy {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_millis(deploy.timeouts.pool_idle_timeout_ms))
             .pool_max_idle_per_host(deploy.limits.pool_max_idle_per_cell as usize)
+            .http2_only(deploy.proxy.http2_to_cells)
             .build(connector);
         let metrics = Metrics::register(registry)?;
         let health_metrics = HealthMetrics::register(registry)?;
