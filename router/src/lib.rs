@@ -1,5 +1,6 @@
 //! The routing tier: hashes each user id to a slot and each slot to its cell, and
-//! proxies the request there over pooled keep-alive connections.
+//! proxies the request there over HTTP/2 (or pooled HTTP/1.1) connections, to the
+//! cell's standby while the cell is down.
 //!
 //! A router holds no state but the topology; any number of them may run, in any
 //! region, and they agree on every route because they read the same deploy file.
