@@ -35,6 +35,10 @@ const HEAL_TIMEOUT: Duration = Duration::from_secs(60);
 const MONITOR_EVERY: Duration = Duration::from_millis(10);
 /// Longest run accepted: the record is kept in memory.
 const MAX_DURATION: Duration = Duration::from_secs(3_600);
+/// Shortest mean time between faults: a restart alone takes longer.
+const MIN_GAP: Duration = Duration::from_millis(100);
+/// Most workers, and most users per worker.
+const MAX_WORKERS: usize = 1_024;
 
 #[derive(Debug, clap::Args)]
 pub struct ChaosArgs {
@@ -81,7 +85,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
+        // Saturates: a huge value is then refused as longer than the longest run.
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
         _ => Err(format!("{text:?}: units are ms, s, m")),
     }
 }
@@ -102,11 +107,14 @@ pub async fn chaos(args: ChaosArgs) -> ExitCode {
     };
     if args.duration > MAX_DURATION
         || args.duration.is_zero()
-        || args.workers == 0
-        || args.users_per_worker == 0
+        || args.gap < MIN_GAP
+        || !(1..=MAX_WORKERS).contains(&args.workers)
+        || !(1..=MAX_WORKERS).contains(&args.users_per_worker)
     {
         eprintln!(
-            "ldc chaos: --duration must be from 1 ms to 1 h, --workers and --users-per-worker above 0"
+            "ldc chaos: --duration must be from 1 ms to 1 h, --gap at least {} ms, \
+             --workers and --users-per-worker from 1 to {MAX_WORKERS}",
+            MIN_GAP.as_millis()
         );
         return ExitCode::from(EXIT_USAGE as u8);
     }
@@ -594,5 +602,10 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("1h").is_err());
         assert!(parse_duration("s").is_err());
+        assert!(
+            parse_duration("99999999999999999999").is_err(),
+            "beyond u64"
+        );
+        assert!(parse_duration("999999999999999999m").expect("saturates") > MAX_DURATION);
     }
 }

@@ -355,10 +355,9 @@ async fn sighup_reloads_the_deploy_file_and_a_new_standby_takes_over() {
     assert!(reloaded.starts_with("ldc up: reloaded"), "{reloaded}");
     for process in ["c3", "r1"] {
         let url = format!("http://{}/admin/topology", cluster.proc(process).admin);
-        wait_until_async(&cluster, &url, |topology| {
-            topology["cells"][1]["standby"] == "c3"
-        })
-        .await;
+        cluster
+            .wait_json(&url, |topology| topology["cells"][1]["standby"] == "c3")
+            .await;
     }
 
     // Without the reload nobody would serve c2's users now.
@@ -376,18 +375,4 @@ async fn sighup_reloads_the_deploy_file_and_a_new_standby_takes_over() {
     assert_eq!(reply.json()["cell"], "c3");
     assert_eq!(reply.json()["shard"], "c2");
     assert_eq!(reply.json()["epoch"], 2);
-}
-
-/// Polls `url` until its JSON satisfies `done`.
-async fn wait_until_async(cluster: &Cluster, url: &str, done: impl Fn(&Value) -> bool) {
-    let started = Instant::now();
-    loop {
-        if let Ok(reply) = cluster.client.get(url).await
-            && done(&reply.json())
-        {
-            return;
-        }
-        assert!(started.elapsed() < EVENT_TIMEOUT, "{url} never changed");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }

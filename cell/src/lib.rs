@@ -59,8 +59,7 @@ pub async fn run(
                 store = takeover::open_own(dir) => store?,
                 () = &mut shutdown => return Ok(()),
             };
-            let own = Shard::open(&topology, index, id, store, &metrics).await?;
-            let cell = Arc::new(Cell::new(topology.clone(), index, own, &registry)?);
+            let cell = open(&topology, index, store, &metrics, &registry).await?;
             let poll = Duration::from_millis(deploy.takeover.poll_ms);
             let standby = takeover::stand_by(cell.clone(), metrics, poll);
             tokio::select! {
@@ -72,11 +71,23 @@ pub async fn run(
             let prefix = store::tikv::key_prefix(&deploy.name, id);
             let timeout = Duration::from_millis(deploy.ledger.op_timeout_ms);
             let store = TikvStore::connect(&deploy.ledger.pd_endpoints, prefix, timeout).await?;
-            let own = Shard::open(&topology, index, id, store, &metrics).await?;
-            let cell = Arc::new(Cell::new(topology.clone(), index, own, &registry)?);
+            let cell = open(&topology, index, store, &metrics, &registry).await?;
             serve(cell, listener, admin, registry, reloads, shutdown).await
         }
     }
+}
+
+/// Opens cell `index`'s own shard over `store` and the cell around it.
+async fn open<S: Store + Clone>(
+    topology: &Arc<Topology>,
+    index: usize,
+    store: S,
+    metrics: &ShardMetrics,
+    registry: &Registry,
+) -> Result<Arc<Cell<S>>, CellError> {
+    let id = &topology.cells()[index].id;
+    let own = Shard::open(topology, index, id, store, metrics).await?;
+    Ok(Arc::new(Cell::new(topology.clone(), index, own, registry)?))
 }
 
 /// Serves a recovered cell until `shutdown` resolves, then drains, applying the

@@ -240,9 +240,8 @@ impl Health {
             } else {
                 (backoff * 2).min(max_backoff)
             };
-            let wait = if up { interval } else { backoff };
             tokio::select! {
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep(backoff) => {}
                 () = self.cells[cell].wake.notified() => {
                     tokio::time::sleep(MIN_PROBE_GAP).await;
                 }

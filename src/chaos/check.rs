@@ -116,11 +116,14 @@ pub fn check(
 
     // 1. No oversell: per item, what all cells' ledgers sold is within the stock and
     // is what their orders add up to, and what buyers were told.
-    let before = |cell: &str, field: &dyn Fn(&Value) -> &Value| {
+    // A number in a cell's audit from before the run, by JSON pointer; 0 if absent.
+    let before = |cell: &str, pointer: &str| {
         state
             .baseline
             .get(cell)
-            .map_or(0, |audit| field(audit).as_i64().unwrap_or(0))
+            .and_then(|audit| audit.pointer(pointer))
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
     };
     for (item, stock) in &state.stock {
         let mut by_ledgers = 0u64;
@@ -140,7 +143,7 @@ pub fn check(
                 );
             }
             by_ledgers += sold_here;
-            during_run += sold_here as i64 - before(cell, &|a| &a["ledger"]["items"][item]["sold"]);
+            during_run += sold_here as i64 - before(cell, &format!("/ledger/items/{item}/sold"));
         }
         if by_ledgers > *stock {
             violate(
@@ -225,8 +228,7 @@ pub fn check(
                 format!("{cell}: {} negative balances", ledger["negative_balances"]),
             );
         }
-        in_ledgers +=
-            ledger["deposits"].as_i64().unwrap_or(0) - before(cell, &|a| &a["ledger"]["deposits"]);
+        in_ledgers += ledger["deposits"].as_i64().unwrap_or(0) - before(cell, "/ledger/deposits");
     }
     if in_ledgers != deposited {
         violate(

@@ -275,17 +275,29 @@ impl Cluster {
 
     /// Polls the first router's `/v1/route/{user}` until `served_by` satisfies `done`.
     async fn wait_route(&self, user: &str, done: impl Fn(&str) -> bool) -> Duration {
-        let started = std::time::Instant::now();
         let url = format!("{}/v1/route/{user}", self.router_url());
+        self.wait_json(&url, |route| {
+            done(route["served_by"].as_str().unwrap_or_default())
+        })
+        .await
+    }
+
+    /// Polls `url` until its JSON answer satisfies `done`; returns how long that took.
+    pub async fn wait_json(
+        &self,
+        url: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> Duration {
+        let started = std::time::Instant::now();
         loop {
-            if let Ok(reply) = self.client.get(&url).await
-                && done(reply.json()["served_by"].as_str().unwrap_or_default())
+            if let Ok(reply) = self.client.get(url).await
+                && done(&reply.json())
             {
                 return started.elapsed();
             }
             assert!(
                 started.elapsed() < EVENT_TIMEOUT,
-                "the route of {user} did not change in time"
+                "{url} did not change in time"
             );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }

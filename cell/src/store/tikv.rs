@@ -151,6 +151,16 @@ fn decode(prefix: &[u8], pairs: impl Iterator<Item = KvPair>) -> Pairs {
         .collect()
 }
 
+/// A bounded scan's pairs, prefix stripped. (Forward and reverse scans return
+/// different iterator types, hence a generic helper rather than one call.)
+async fn scanned<I: Iterator<Item = KvPair>>(
+    prefix: &[u8],
+    timeout: Duration,
+    call: impl Future<Output = Result<I, tikv_client::Error>>,
+) -> Result<Pairs, StoreError> {
+    Ok(decode(prefix, bounded(timeout, call).await?))
+}
+
 fn limit(limit: usize) -> u32 {
     u32::try_from(limit).unwrap_or(u32::MAX)
 }
@@ -222,16 +232,11 @@ impl Transaction for TikvTxn {
         order: Order,
     ) -> Result<Pairs, StoreError> {
         let range = encode_range(&self.prefix, &range);
-        // The two scans return different iterator types: decode each on its own.
+        let (prefix, timeout) = (&self.prefix, self.timeout);
         match order {
-            Order::Ascending => {
-                let pairs = bounded(self.timeout, self.txn.scan(range, limit(count))).await?;
-                Ok(decode(&self.prefix, pairs))
-            }
+            Order::Ascending => scanned(prefix, timeout, self.txn.scan(range, limit(count))).await,
             Order::Descending => {
-                let pairs =
-                    bounded(self.timeout, self.txn.scan_reverse(range, limit(count))).await?;
-                Ok(decode(&self.prefix, pairs))
+                scanned(prefix, timeout, self.txn.scan_reverse(range, limit(count))).await
             }
         }
     }
@@ -275,18 +280,18 @@ impl Snapshot for TikvSnapshot {
         order: Order,
     ) -> Result<Pairs, StoreError> {
         let range = encode_range(&self.prefix, &range);
+        let (prefix, timeout) = (&self.prefix, self.timeout);
         match order {
             Order::Ascending => {
-                let pairs = bounded(self.timeout, self.snapshot.scan(range, limit(count))).await?;
-                Ok(decode(&self.prefix, pairs))
+                scanned(prefix, timeout, self.snapshot.scan(range, limit(count))).await
             }
             Order::Descending => {
-                let pairs = bounded(
-                    self.timeout,
+                scanned(
+                    prefix,
+                    timeout,
                     self.snapshot.scan_reverse(range, limit(count)),
                 )
-                .await?;
-                Ok(decode(&self.prefix, pairs))
+                .await
             }
         }
     }
