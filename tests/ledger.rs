@@ -158,7 +158,7 @@ async fn deposits_transfers_and_orders_keep_the_books() {
         .expect("router answers")
         .json();
     assert_eq!(
-        (item["share"].as_u64(), item["sold"].as_u64()),
+        (item["received"].as_u64(), item["sold"].as_u64()),
         (Some(15), Some(2))
     );
 

@@ -2,6 +2,7 @@
 //! and orders. Writes go through the group committer; reads use store snapshots.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -10,7 +11,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use ldc_serve::{Body, Handler, json, json_error};
 use ldc_topology::{MAX_MONEY, Topology, is_valid_user_id, split_user_path};
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 use serde::Deserialize;
 use serde_json::json as value;
 
@@ -20,6 +21,7 @@ use crate::committer::SubmitError;
 use crate::error::CellError;
 use crate::ledger::{self, Command, keys};
 use crate::shard::Shard;
+use crate::stock::ItemStock;
 use crate::store::Store;
 
 /// Default page size of list endpoints.
@@ -33,6 +35,8 @@ struct OrderMetrics {
     sold_out: IntCounter,
     declined: IntCounter,
     failed: IntCounter,
+    /// Time buyers at a cell with no unit left waited for a lease.
+    lease_wait: Histogram,
 }
 
 impl OrderMetrics {
@@ -45,8 +49,17 @@ impl OrderMetrics {
             ),
             &["outcome"],
         )?;
+        let lease_wait = Histogram::with_opts(
+            HistogramOpts::new(
+                "ldc_cell_lease_wait_seconds",
+                "Time an order waited for stock from the global zone (only orders that waited)",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16)?),
+        )?;
         registry.register(Box::new(orders.clone()))?;
+        registry.register(Box::new(lease_wait.clone()))?;
         Ok(Self {
+            lease_wait,
             confirmed: orders.with_label_values(&["confirmed"]),
             sold_out: orders.with_label_values(&["sold_out"]),
             declined: orders.with_label_values(&["declined"]),
@@ -72,6 +85,8 @@ pub struct Cell<S> {
     /// Shards of dead cells this cell stands by for, while it holds them.
     taken: ArcSwap<Vec<Arc<Shard<S>>>>,
     limits: ApiLimits,
+    /// With a global zone: how long a buyer waits for a lease when no unit is left.
+    lease_wait: Option<Duration>,
     /// `Retry-After` of 503 answers.
     retry_after: HeaderValue,
     requests: IntCounterVec,
@@ -107,6 +122,24 @@ struct OrderBody {
     item_id: String,
     quantity: u32,
     request_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseBody {
+    item_id: String,
+    cell: String,
+    seq: u64,
+    units: i64,
+}
+
+/// `PUT /admin/items/{item_id}` on the global zone.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewItem {
+    name: String,
+    price: i64,
+    stock: u64,
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> CellError {
@@ -189,7 +222,7 @@ fn raw_json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     response
 }
 
-impl<S: Store> Cell<S> {
+impl<S: Store + 'static> Cell<S> {
     pub fn new(
         topology: Arc<Topology>,
         index: usize,
@@ -211,12 +244,20 @@ impl<S: Store> Cell<S> {
             max_page: limits.max_page,
         };
         let retry_after = HeaderValue::from(topology.deploy().timeouts.retry_after_s);
+        let own = Arc::new(own);
+        Shard::start_keeper(&own, &topology);
+        let lease_wait = topology
+            .deploy()
+            .global_zone
+            .as_ref()
+            .map(|gz| Duration::from_millis(gz.lease_wait_ms));
         Ok(Self {
+            lease_wait,
             orders: OrderMetrics::register(registry)?,
             retry_after,
             topology: ArcSwap::new(topology),
             index,
-            own: Arc::new(own),
+            own,
             taken: ArcSwap::default(),
             limits,
             requests,
@@ -257,6 +298,7 @@ impl<S: Store> Cell<S> {
     /// Starts serving a dead cell's shard.
     pub fn install(&self, shard: Shard<S>) {
         let shard = Arc::new(shard);
+        Shard::start_keeper(&shard, &self.topology.load());
         self.taken.rcu(|taken| {
             let mut taken = Vec::clone(taken);
             taken.push(shard.clone());
@@ -353,7 +395,7 @@ impl<S: Store> Cell<S> {
 
     async fn submit(
         shard: &Shard<S>,
-        request: ledger::Request,
+        request: impl Into<ledger::Write>,
     ) -> Result<ledger::Reply, CellError> {
         match shard.committer.submit(request).await {
             Ok(answer) => Ok(answer?),
@@ -362,6 +404,9 @@ impl<S: Store> Cell<S> {
     }
 
     async fn serve(&self, req: Request<Incoming>) -> Result<Response<Body>, CellError> {
+        if req.uri().path().starts_with("/v1/gz/") {
+            return self.global_zone(req).await;
+        }
         if let Some(item_id) = req.uri().path().strip_prefix("/v1/items/") {
             if req.method() != Method::GET {
                 return Err(CellError::MethodNotAllowed {
@@ -466,6 +511,147 @@ impl<S: Store> Cell<S> {
         }
     }
 
+    /// The global zone's shard, if this cell serves it now (its host, or the host's
+    /// standby after a takeover).
+    pub(crate) fn gz_shard(&self) -> Result<Arc<Shard<S>>, CellError> {
+        let gz = self
+            .topology
+            .load()
+            .global_zone()
+            .ok_or(CellError::NotGlobalZone)?;
+        if gz == self.index {
+            return Ok(self.own.clone());
+        }
+        self.taken
+            .load()
+            .iter()
+            .find(|shard| shard.cell == gz)
+            .cloned()
+            .ok_or(CellError::NotGlobalZone)
+    }
+
+    /// `/v1/gz/items` (what cells poll) and `/v1/gz/leases` (what they lease by).
+    async fn global_zone(&self, req: Request<Incoming>) -> Result<Response<Body>, CellError> {
+        let shard = self.gz_shard()?;
+        match (req.method().clone(), req.uri().path()) {
+            (Method::GET, "/v1/gz/items") => {
+                let mut snapshot = shard.store.snapshot().await?;
+                let items: Vec<_> = ledger::gz_items(&mut snapshot)
+                    .await?
+                    .iter()
+                    .map(|(id, item)| ledger::gz_item_json(id, item))
+                    .collect();
+                Ok(json(StatusCode::OK, &value!({ "items": items })))
+            }
+            (Method::POST, "/v1/gz/leases") => {
+                let body: LeaseBody = self.body(req).await?;
+                let topology = self.topology.load();
+                if topology.cell_index(&body.cell).is_none() {
+                    return Err(invalid("cell", format!("no cell {:?}", body.cell)));
+                }
+                if !is_valid_user_id(&body.item_id) {
+                    return Err(invalid("item_id", "item_id must match [A-Za-z0-9_-]{1,64}"));
+                }
+                if body.seq == 0 || body.units == 0 || body.units.unsigned_abs() > MAX_MONEY {
+                    return Err(invalid(
+                        "units",
+                        "seq must be at least 1 and units a non-zero count of units",
+                    ));
+                }
+                let lease_min = topology
+                    .deploy()
+                    .global_zone
+                    .as_ref()
+                    .map_or(1, |gz| gz.lease_min);
+                let write = ledger::Write::Stock(ledger::StockWrite::Grant {
+                    item_id: body.item_id,
+                    cell: body.cell,
+                    seq: body.seq,
+                    units: body.units,
+                    cells: topology.cells().len() as u64,
+                    lease_min,
+                });
+                let reply = Self::submit(&shard, write).await?;
+                Ok(raw_json(reply.status, reply.body))
+            }
+            (method, "/v1/gz/items" | "/v1/gz/leases") => Err(CellError::MethodNotAllowed {
+                method: method.to_string(),
+                allow: if req.uri().path().ends_with("items") {
+                    "GET"
+                } else {
+                    "POST"
+                },
+            }),
+            (_, path) => Err(CellError::NotFound(path.to_owned())),
+        }
+    }
+
+    /// `PUT /admin/items/{item_id}` and `POST /admin/items/{item_id}/close`, on the
+    /// global zone's admin listener.
+    pub async fn admin_item(
+        &self,
+        method: &Method,
+        path: &str,
+        body: &[u8],
+    ) -> Option<Response<Body>> {
+        let rest = path.strip_prefix("/admin/items/")?;
+        let answer = async {
+            let write = match (method, rest.strip_suffix("/close")) {
+                (&Method::POST, Some(item_id)) => ledger::StockWrite::Close {
+                    item_id: item_id.to_owned(),
+                },
+                (&Method::PUT, None) => {
+                    if !is_valid_user_id(rest) {
+                        return Err(invalid("item_id", "item ids match [A-Za-z0-9_-]{1,64}"));
+                    }
+                    let item: NewItem =
+                        serde_json::from_slice(body).map_err(|err| CellError::InvalidBody {
+                            field: None,
+                            message: format!("invalid JSON body: {err}"),
+                        })?;
+                    if item.name.is_empty() || item.name.len() > 200 {
+                        return Err(invalid("name", "name must be 1 to 200 bytes"));
+                    }
+                    if item.price <= 0 || item.price > MAX_MONEY as i64 {
+                        return Err(invalid(
+                            "price",
+                            format!("price must be from 1 to {MAX_MONEY} minor units"),
+                        ));
+                    }
+                    if item.stock > MAX_MONEY {
+                        return Err(invalid(
+                            "stock",
+                            format!("stock must be at most {MAX_MONEY}"),
+                        ));
+                    }
+                    ledger::StockWrite::Create {
+                        item_id: rest.to_owned(),
+                        name: item.name,
+                        price: item.price,
+                        stock: item.stock,
+                    }
+                }
+                (_, Some(_)) => {
+                    return Err(CellError::MethodNotAllowed {
+                        method: method.to_string(),
+                        allow: "POST",
+                    });
+                }
+                (_, None) => {
+                    return Err(CellError::MethodNotAllowed {
+                        method: method.to_string(),
+                        allow: "PUT",
+                    });
+                }
+            };
+            let shard = self.gz_shard()?;
+            let reply = Self::submit(&shard, ledger::Write::Stock(write)).await?;
+            Ok(raw_json(reply.status, reply.body))
+        }
+        .await;
+        Some(answer.unwrap_or_else(|error| self.error_response(error)))
+    }
+
     fn whoami(&self, user: &str, slot: u32, shard: &Shard<S>) -> Response<Body> {
         let topology = self.topology.load();
         let me = &topology.cells()[self.index];
@@ -496,8 +682,8 @@ impl<S: Store> Cell<S> {
                 "item_id": item.id,
                 "name": item.name,
                 "price": item.price,
-                "share": item.received,
-                "sold": item.received - remaining,
+                "received": item.received(),
+                "sold": item.received().saturating_sub(remaining),
                 "remaining": remaining,
                 "sold_out": item.sold_out(),
             }),
@@ -561,7 +747,7 @@ impl<S: Store> Cell<S> {
                 price: item.price,
             },
         };
-        if !item.reserve(body.quantity) {
+        if !item.reserve(body.quantity) && !self.wait_for_lease(&item, body.quantity).await? {
             // Sold out here: answered from memory. A retry of an order that was
             // confirmed still gets its first answer.
             let replay = shard.stock.confirmed_reply(
@@ -572,6 +758,7 @@ impl<S: Store> Cell<S> {
             self.orders.sold_out.inc();
             return match replay {
                 Some(body) => Ok(raw_json(StatusCode::CREATED, body)),
+                None if item.closed() => Err(CellError::SaleClosed(item.id.clone())),
                 None => Err(CellError::SoldOut {
                     item: item.id.clone(),
                     remaining: item.remaining(),
@@ -599,6 +786,38 @@ impl<S: Store> Cell<S> {
                 Err(unsubmitted(err))
             }
         }
+    }
+
+    /// With a global zone, a buyer who found no unit left waits for the lease in
+    /// flight, unless the global zone said nothing is left to lease. `Ok(true)`: the
+    /// units are reserved; `Ok(false)`: sold out; 503 when the wait runs out.
+    async fn wait_for_lease(&self, item: &ItemStock, quantity: u32) -> Result<bool, CellError> {
+        let Some(wait) = self.lease_wait else {
+            return Ok(false);
+        };
+        if item.exhausted() {
+            return Ok(false);
+        }
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + wait;
+        let reserved = loop {
+            let refilled = item.refilled.notified();
+            tokio::pin!(refilled);
+            refilled.as_mut().enable();
+            if item.reserve(quantity) {
+                break Ok(true);
+            }
+            if item.exhausted() {
+                break Ok(false);
+            }
+            if tokio::time::timeout_at(deadline, refilled).await.is_err() {
+                break Err(CellError::StockUnavailable(item.id.clone()));
+            }
+        };
+        self.orders
+            .lease_wait
+            .observe(started.elapsed().as_secs_f64());
+        reserved
     }
 
     async fn page(
@@ -663,7 +882,20 @@ impl<S: Store> Handler for Cell<S> {
     type Body = Body;
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        let response = self.serve(req).await.unwrap_or_else(|error| {
+        let response = self
+            .serve(req)
+            .await
+            .unwrap_or_else(|error| self.error_response(error));
+        self.requests
+            .with_label_values(&[response.status().as_str()])
+            .inc();
+        response
+    }
+}
+
+impl<S> Cell<S> {
+    fn error_response(&self, error: CellError) -> Response<Body> {
+        {
             if error.status().is_server_error() {
                 tracing::warn!(code = error.code(), cause = %error, "request failed");
             }
@@ -684,10 +916,6 @@ impl<S: Store> Handler for Cell<S> {
                     .insert(ALLOW, HeaderValue::from_static(allow));
             }
             response
-        });
-        self.requests
-            .with_label_values(&[response.status().as_str()])
-            .inc();
-        response
+        }
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use prometheus::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::ledger::{self, Reply, Request};
+use crate::ledger::{self, Reply, Write};
 use crate::store::{Store, StoreError, Transaction};
 
 /// What a submitter gets back.
@@ -22,10 +22,10 @@ pub type Answer = Result<Reply, StoreError>;
 /// Called with every request of a batch and its reply once the batch is durable, or
 /// with `None` when the batch failed, before anyone is answered. The stock cache
 /// settles order reservations here, so they settle even when the submitter is gone.
-pub type OnCommit = Arc<dyn Fn(&Request, Option<&Reply>) + Send + Sync>;
+pub type OnCommit = Arc<dyn Fn(&Write, Option<&Reply>) + Send + Sync>;
 
 struct Job {
-    request: Request,
+    request: Write,
     answer: oneshot::Sender<Answer>,
 }
 
@@ -118,7 +118,8 @@ impl Committer {
     }
 
     /// Queues `request` and waits for its durable outcome.
-    pub async fn submit(&self, request: Request) -> Result<Answer, SubmitError> {
+    pub async fn submit(&self, request: impl Into<Write>) -> Result<Answer, SubmitError> {
+        let request = request.into();
         let (answer, answered) = oneshot::channel();
         self.queue
             .try_send(Job { request, answer })

@@ -41,6 +41,12 @@ pub enum CellError {
     UnknownOrder(String),
     #[error("{}", sold_out_message(.item, *.remaining))]
     SoldOut { item: String, remaining: u64 },
+    #[error("the sale of {0} is closed")]
+    SaleClosed(String),
+    #[error("no stock of {0} at this cell yet: waiting for a lease from the global zone")]
+    StockUnavailable(String),
+    #[error("this cell does not serve the global zone now")]
+    NotGlobalZone,
     #[error("{to_user} belongs to cell {owner}; transfers across cells are not supported yet")]
     CrossCell { to_user: String, owner: String },
     #[error("a transfer needs two different users")]
@@ -62,7 +68,7 @@ impl CellError {
             | Self::InvalidUserId
             | Self::InvalidBody { .. }
             | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
-            Self::WrongCell { .. } | Self::Ledger(StoreError::Fenced(_)) => {
+            Self::WrongCell { .. } | Self::NotGlobalZone | Self::Ledger(StoreError::Fenced(_)) => {
                 StatusCode::MISDIRECTED_REQUEST
             }
             Self::NotFound(_) | Self::UnknownItem(_) | Self::UnknownOrder(_) => {
@@ -70,10 +76,12 @@ impl CellError {
             }
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::SoldOut { .. } => StatusCode::CONFLICT,
+            Self::SoldOut { .. } | Self::SaleClosed(_) => StatusCode::CONFLICT,
             Self::CrossCell { .. } | Self::SameUser => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Ledger(StoreError::Internal(_)) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Overloaded | Self::Ledger(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::StockUnavailable(_) | Self::Ledger(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::UnknownCell(_) | Self::Metrics(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -91,6 +99,9 @@ impl CellError {
             Self::UnknownItem(_) => "unknown_item",
             Self::UnknownOrder(_) => "unknown_order",
             Self::SoldOut { .. } => "sold_out",
+            Self::SaleClosed(_) => "sale_closed",
+            Self::StockUnavailable(_) => "stock_unavailable",
+            Self::NotGlobalZone => "not_global_zone",
             Self::CrossCell { .. } => "cross_cell_not_supported",
             Self::SameUser => "same_user",
             Self::Overloaded => "overloaded",
@@ -123,6 +134,9 @@ impl CellError {
                 ("item_id", Value::from(item.as_str())),
                 ("remaining", Value::from(*remaining)),
             ],
+            Self::SaleClosed(item) | Self::StockUnavailable(item) => {
+                vec![("item_id", Value::from(item.as_str()))]
+            }
             Self::CrossCell { owner, .. } => vec![("owner", Value::from(owner.as_str()))],
             _ => Vec::new(),
         }
@@ -132,7 +146,7 @@ impl CellError {
     /// overloaded or its store unreachable, not broken.
     pub fn retry_safe(&self) -> bool {
         match self {
-            Self::Overloaded => true,
+            Self::Overloaded | Self::StockUnavailable(_) => true,
             Self::Ledger(err) => !matches!(err, StoreError::Internal(_) | StoreError::Fenced(_)),
             _ => false,
         }

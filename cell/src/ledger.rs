@@ -8,6 +8,7 @@
 //! negative; `external` is minus everything ever deposited.
 
 pub mod keys;
+mod lease;
 mod records;
 
 use std::collections::BTreeMap;
@@ -16,12 +17,28 @@ use http::StatusCode;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use records::{Account, Outcome, Ownership, Stock, from_json, to_json};
-pub use records::{Order, Posting, PostingKind};
+pub use lease::{StockWrite, gz_audit, gz_item_json, gz_items, item_metas, stock};
+use records::{Account, Outcome, Ownership, from_json, to_json};
+pub use records::{GzItem, ItemMeta, Order, Posting, PostingKind, Stock};
 
 use crate::store::{Order as ScanOrder, Overlay, Snapshot, StoreError, Transaction, prefix_range};
 
-/// A write, as the committer receives it: validated, for a user this cell owns.
+/// A write, as the committer receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// A user's request.
+    User(Request),
+    /// A change to the stock records: leases at a cell, the global zone's books.
+    Stock(StockWrite),
+}
+
+impl From<Request> for Write {
+    fn from(request: Request) -> Self {
+        Self::User(request)
+    }
+}
+
+/// A user's write: validated, for a user this cell owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub user: String,
@@ -123,11 +140,23 @@ fn too_large(what: &str) -> Refusal {
     )
 }
 
-/// Applies one request inside the batch transaction `txn`. A request id seen
-/// before answers its first outcome (or 409 `request_id_reused` for another body);
-/// a refusal is recorded as the outcome and leaves no other trace; a success writes
-/// its postings and its outcome. Only store failures are errors: they fail the batch.
+/// Applies one write inside the batch transaction `txn`. Only store failures are
+/// errors: they fail the batch.
 pub async fn apply<T: Transaction>(
+    txn: &mut T,
+    write: &Write,
+    now_ms: u64,
+) -> Result<Reply, StoreError> {
+    match write {
+        Write::User(request) => apply_request(txn, request, now_ms).await,
+        Write::Stock(write) => lease::apply(txn, write, now_ms).await,
+    }
+}
+
+/// A request id seen before answers its first outcome (or 409 `request_id_reused`
+/// for another body); a refusal is recorded as the outcome and leaves no other
+/// trace; a success writes its postings and its outcome.
+async fn apply_request<T: Transaction>(
     txn: &mut T,
     request: &Request,
     now_ms: u64,
@@ -358,8 +387,7 @@ async fn order<T: Transaction>(
         Some(bytes) => Stock::decode(&bytes)?,
         None => Stock::default(),
     };
-    let sold = stock.sold + u64::from(quantity);
-    if sold > stock.received {
+    if u64::from(quantity) > stock.left() {
         return Err(declined(
             StatusCode::CONFLICT,
             "sold_out",
@@ -367,7 +395,7 @@ async fn order<T: Transaction>(
             json!({"item_id": item_id}),
         ));
     }
-    stock.sold = sold;
+    stock.sold += u64::from(quantity);
     let account_key = keys::account(request.slot, &request.user);
     let seq = Account::decode(overlay.get(&account_key).await?.as_deref())?.orders + 1;
     let order_id = format!("o{seq}");
@@ -462,25 +490,25 @@ pub async fn check_owner<T: Transaction>(
 }
 
 /// Records an item's stock share the first time the cell sees the item; returns
-/// what the ledger says was received and sold.
+/// the item's stock record.
 pub async fn receive_stock<T: Transaction>(
     txn: &mut T,
     item_id: &str,
     share: u64,
-) -> Result<(u64, u64), StoreError> {
+) -> Result<Stock, StoreError> {
     let key = keys::stock(item_id);
     let stock = match txn.get_for_update(&key).await? {
         Some(bytes) => Stock::decode(&bytes)?,
         None => {
             let stock = Stock {
                 received: share,
-                sold: 0,
+                ..Stock::default()
             };
             txn.put(key, stock.encode()).await?;
             stock
         }
     };
-    Ok((stock.received, stock.sold))
+    Ok(stock)
 }
 
 /// Every confirmed order's (user, request id) and its recorded outcome, for the
@@ -489,20 +517,33 @@ pub async fn confirmed_orders<S: Snapshot>(
     snapshot: &mut S,
 ) -> Result<Vec<((String, String), (u64, Vec<u8>))>, StoreError> {
     let mut found = Vec::new();
-    let mut range = prefix_range(&keys::confirmed_prefix());
+    for (key, value) in scan_all(snapshot, &keys::confirmed_prefix()).await? {
+        let outcome = Outcome::decode(&value)?;
+        if let Some(ids) = keys::parse_confirmed(&key) {
+            found.push((ids, (outcome.fingerprint, outcome.body)));
+        }
+    }
+    Ok(found)
+}
+
+/// Every key and value under `prefix`, read in pages.
+async fn scan_all<S: Snapshot>(
+    snapshot: &mut S,
+    prefix: &[u8],
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    let mut found = Vec::new();
+    let mut range = prefix_range(prefix);
     loop {
         let page = snapshot
             .scan(range.clone(), SCAN_PAGE, ScanOrder::Ascending)
             .await?;
-        for (key, value) in &page {
-            let outcome = Outcome::decode(value)?;
-            if let Some(ids) = keys::parse_confirmed(key) {
-                found.push((ids, (outcome.fingerprint, outcome.body)));
-            }
+        let full = page.len() == SCAN_PAGE;
+        if let Some((last, _)) = page.last() {
+            range.start = successor(last);
         }
-        match page.last() {
-            Some((last, _)) if page.len() == SCAN_PAGE => range.start = successor(last),
-            _ => return Ok(found),
+        found.extend(page);
+        if !full {
+            return Ok(found);
         }
     }
 }
@@ -591,10 +632,14 @@ pub struct ItemAudit {
     pub sold: u64,
     pub sold_by_orders: u64,
     pub remaining: u64,
+    /// Leases finished with the global zone (0 with static shares).
+    pub leases: u64,
+    /// Whether a lease or return is recorded but not answered yet.
+    pub lease_pending: bool,
 }
 
 /// Walks the whole ledger in pages.
-pub async fn audit<S: Snapshot>(snapshot: &mut S, items: &[&str]) -> Result<Audit, StoreError> {
+pub async fn audit<S: Snapshot>(snapshot: &mut S, items: &[String]) -> Result<Audit, StoreError> {
     let mut audit = Audit::default();
     for item in items {
         let stock = match snapshot.get(&keys::stock(item)).await? {
@@ -602,12 +647,14 @@ pub async fn audit<S: Snapshot>(snapshot: &mut S, items: &[&str]) -> Result<Audi
             None => Stock::default(),
         };
         audit.items.insert(
-            (*item).to_owned(),
+            item.clone(),
             ItemAudit {
                 received: stock.received,
                 sold: stock.sold,
                 sold_by_orders: 0,
-                remaining: stock.received.saturating_sub(stock.sold),
+                remaining: stock.left(),
+                leases: stock.leases,
+                lease_pending: stock.pending.is_some(),
             },
         );
     }

@@ -8,6 +8,7 @@
 mod api;
 pub mod committer;
 mod error;
+mod keeper;
 pub mod ledger;
 mod shard;
 mod stock;
@@ -62,18 +63,44 @@ pub async fn run(
             let cell = open(&topology, index, store, &metrics, &registry).await?;
             let poll = Duration::from_millis(deploy.takeover.poll_ms);
             let standby = takeover::stand_by(cell.clone(), metrics, poll);
-            tokio::select! {
-                served = serve(cell, listener, admin, registry, reloads, shutdown) => served,
+            let served = tokio::select! {
+                served = serve(cell.clone(), listener, admin, registry, reloads, shutdown) => served,
                 () = standby => Ok(()),
-            }
+            };
+            give_back(&cell).await;
+            served
         }
         LedgerBackend::Tikv => {
             let prefix = store::tikv::key_prefix(&deploy.name, id);
             let timeout = Duration::from_millis(deploy.ledger.op_timeout_ms);
             let store = TikvStore::connect(&deploy.ledger.pd_endpoints, prefix, timeout).await?;
             let cell = open(&topology, index, store, &metrics, &registry).await?;
-            serve(cell, listener, admin, registry, reloads, shutdown).await
+            let served = serve(cell.clone(), listener, admin, registry, reloads, shutdown).await;
+            give_back(&cell).await;
+            served
         }
+    }
+}
+
+/// On a graceful stop, every shard this cell serves gives its leased units back to
+/// the global zone, within twice its request timeout; what is not given back stays
+/// recorded here and is sold after the next start.
+async fn give_back<S: Store + 'static>(cell: &Cell<S>) {
+    let topology = cell.topology();
+    let Some(gz) = &topology.deploy().global_zone else {
+        return;
+    };
+    let bound = Duration::from_millis(gz.request_timeout_ms.saturating_mul(2));
+    let shards: Vec<_> = std::iter::once(cell.own().clone())
+        .chain(cell.taken().iter().cloned())
+        .collect();
+    let all = async {
+        for shard in shards {
+            shard.give_back(&topology).await;
+        }
+    };
+    if tokio::time::timeout(bound, all).await.is_err() {
+        tracing::warn!("leased stock not all given back in {bound:?}; it stays at this cell");
     }
 }
 
@@ -139,6 +166,15 @@ impl<S: Store> AdminRoutes for CellAdmin<S> {
         }
     }
 
+    async fn write(
+        &self,
+        method: &http::Method,
+        path: &str,
+        body: &[u8],
+    ) -> Option<http::Response<Body>> {
+        self.0.admin_item(method, path, body).await
+    }
+
     fn ready(&self) -> serde_json::Map<String, serde_json::Value> {
         serde_json::Map::from_iter([("shards".to_owned(), self.shards())])
     }
@@ -177,6 +213,16 @@ impl<S: Store> CellAdmin<S> {
             };
         }
         report["taken_over"] = serde_json::Value::Object(taken_over);
+        if let Ok(shard) = cell.gz_shard() {
+            let books = async {
+                let mut snapshot = shard.store.snapshot().await?;
+                ledger::gz_audit(&mut snapshot).await
+            };
+            match books.await {
+                Ok(books) => report["global_zone"] = books,
+                Err(err) => return unavailable(&err),
+            }
+        }
         json(http::StatusCode::OK, &report)
     }
 }

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ldc_topology::Topology;
-use prometheus::{HistogramOpts, HistogramVec, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::committer::{CommitMetrics, Committer, Fence, OnCommit, Settings, Stopped};
 use crate::error::CellError;
-use crate::ledger::{self, Command};
+use crate::keeper::{Keeper, KeeperMetrics};
+use crate::ledger::{self, Command, Write};
 use crate::stock::StockCache;
 use crate::store::{Store, Transaction};
 
@@ -22,6 +23,7 @@ pub struct ShardMetrics {
     batch_size: HistogramVec,
     stock_remaining: IntGaugeVec,
     epoch: IntGaugeVec,
+    keeper: KeeperMetrics,
 }
 
 impl ShardMetrics {
@@ -53,24 +55,50 @@ impl ShardMetrics {
             ),
             &["shard"],
         )?;
+        let leases = IntCounterVec::new(
+            Opts::new(
+                "ldc_cell_leases_total",
+                "Calls to the global zone for stock, by outcome: granted, empty \
+                 (nothing left to lease), returned, failed",
+            ),
+            &["shard", "outcome"],
+        )?;
+        let lease_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "ldc_cell_lease_seconds",
+                "Round trip of one lease or return to the global zone",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16)?),
+            &["shard"],
+        )?;
         registry.register(Box::new(commit_seconds.clone()))?;
         registry.register(Box::new(batch_size.clone()))?;
         registry.register(Box::new(stock_remaining.clone()))?;
         registry.register(Box::new(epoch.clone()))?;
+        registry.register(Box::new(leases.clone()))?;
+        registry.register(Box::new(lease_seconds.clone()))?;
         Ok(Self {
             commit_seconds,
             batch_size,
             stock_remaining,
             epoch,
+            keeper: KeeperMetrics {
+                leases,
+                lease_seconds,
+            },
         })
     }
 
     /// Drops the series of a shard this process no longer serves.
-    fn forget(&self, shard: &str, items: &[&str]) {
+    fn forget(&self, shard: &str, items: &[String]) {
         // A series that was never created is not an error worth a word.
         let _ = self.commit_seconds.remove_label_values(&[shard]);
         let _ = self.batch_size.remove_label_values(&[shard]);
         let _ = self.epoch.remove_label_values(&[shard]);
+        let _ = self.keeper.lease_seconds.remove_label_values(&[shard]);
+        for outcome in ["granted", "empty", "returned", "failed"] {
+            let _ = self.keeper.leases.remove_label_values(&[shard, outcome]);
+        }
         for item in items {
             let _ = self.stock_remaining.remove_label_values(&[shard, item]);
         }
@@ -112,22 +140,47 @@ impl<S: Store + Clone> Shard<S> {
     ) -> Result<Self, CellError> {
         let deploy = topology.deploy();
         let shard_id = topology.cells()[cell].id.as_str();
+        let leased = topology.global_zone().is_some();
         let mut txn = store.begin().await?;
         let epoch = ledger::claim(&mut txn, owner, topology.placement().epoch()).await?;
         let mut items = Vec::with_capacity(deploy.items.len());
         for item in &deploy.items {
+            let price = item.price as i64;
+            if leased {
+                if topology.global_zone() == Some(cell) {
+                    seed_global_item(&mut txn, item).await?;
+                }
+                continue;
+            }
             let share = topology.stock_shares(item.stock)[cell];
-            let (received, sold) = ledger::receive_stock(&mut txn, &item.id, share).await?;
-            items.push((
-                item.id.clone(),
-                item.name.clone(),
-                item.price as i64,
-                received,
-                sold,
-            ));
+            let stock = ledger::receive_stock(&mut txn, &item.id, share).await?;
+            items.push((item.id.clone(), item.name.clone(), price, stock));
         }
         txn.commit().await?;
         let mut snapshot = store.snapshot().await?;
+        if leased {
+            // Items from the deploy file and items leased since (created at runtime).
+            let mut known: Vec<(String, ledger::ItemMeta)> = deploy
+                .items
+                .iter()
+                .map(|item| {
+                    let meta = ledger::ItemMeta {
+                        name: item.name.clone(),
+                        price: item.price as i64,
+                    };
+                    (item.id.clone(), meta)
+                })
+                .collect();
+            for (id, meta) in ledger::item_metas(&mut snapshot).await? {
+                if !known.iter().any(|(known, _)| *known == id) {
+                    known.push((id, meta));
+                }
+            }
+            for (id, meta) in known {
+                let stock = ledger::stock(&mut snapshot, &id).await?;
+                items.push((id, meta.name, meta.price, stock));
+            }
+        }
         let confirmed = ledger::confirmed_orders(&mut snapshot)
             .await?
             .into_iter()
@@ -171,6 +224,24 @@ impl<S: Store + Clone> Shard<S> {
     }
 }
 
+impl<S: Store + 'static> Shard<S> {
+    /// Starts the shard's lease keeper, if the deployment has a global zone. It ends
+    /// by itself once the shard is dropped.
+    pub fn start_keeper(shard: &Arc<Self>, topology: &Topology) {
+        if let Some(keeper) = Keeper::new(topology, shard.cell, shard.metrics.keeper.clone()) {
+            tokio::spawn(keeper.run(Arc::downgrade(shard), shard.stock.clone()));
+        }
+    }
+
+    /// Gives every unit of leased stock back to the global zone (graceful
+    /// shutdown); what cannot be given back stays recorded here.
+    pub async fn give_back(&self, topology: &Topology) {
+        if let Some(mut keeper) = Keeper::new(topology, self.cell, self.metrics.keeper.clone()) {
+            keeper.give_back(self).await;
+        }
+    }
+}
+
 impl<S> Shard<S> {
     /// Stops the committer after its last batch and waits until its store is
     /// closed. Whoever calls this holds the last reference, so no request can
@@ -191,10 +262,36 @@ impl<S> Shard<S> {
     }
 }
 
+/// Creates a deploy file's item in the global zone the first time; the global
+/// zone's record wins over a later edit of the file.
+async fn seed_global_item<T: Transaction>(
+    txn: &mut T,
+    item: &ldc_topology::ItemConf,
+) -> Result<(), CellError> {
+    let create = Write::Stock(ledger::StockWrite::Create {
+        item_id: item.id.clone(),
+        name: item.name.clone(),
+        price: item.price as i64,
+        stock: item.stock,
+    });
+    let reply = ledger::apply(txn, &create, 0).await?;
+    if reply.status == http::StatusCode::CONFLICT {
+        tracing::warn!(
+            item = %item.id,
+            recorded = %String::from_utf8_lossy(&reply.body),
+            "the global zone keeps the item as first recorded; the deploy file's settings differ"
+        );
+    }
+    Ok(())
+}
+
 /// Settles stock reservations once their batch is durable (or failed): a confirmed
 /// order is remembered for sold-out replays; any other outcome gives its units back.
 fn settle_orders(stock: Arc<StockCache>) -> OnCommit {
-    Arc::new(move |request, reply| {
+    Arc::new(move |write, reply| {
+        let Write::User(request) = write else {
+            return;
+        };
         let Command::Order {
             item_id, quantity, ..
         } = &request.command

@@ -5,12 +5,20 @@
 //! deduct, atomically, before the ledger commits. Units deducted for an order that
 //! then fails are given back. The ledger's stock record checks every deduction again,
 //! so the cache can make a buyer wait or fail fast but never oversell.
+//!
+//! With a global zone, the counter is refilled by leases: an order that takes it
+//! below the low-water mark wakes the shard's lease keeper, and a buyer who finds no
+//! unit left waits for the refill unless the global zone said none is left anywhere.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
+use arc_swap::ArcSwap;
 use prometheus::{IntGauge, IntGaugeVec};
+use tokio::sync::Notify;
+
+use crate::ledger::Stock;
 
 /// One item at this cell.
 #[derive(Debug)]
@@ -19,13 +27,44 @@ pub struct ItemStock {
     pub name: String,
     /// Price per unit, in minor units.
     pub price: i64,
-    /// Units this cell received (its share of the item's stock).
-    pub received: u64,
+    /// Units this cell received: its static share, or leased net of returns.
+    received: AtomicU64,
     remaining: AtomicI64,
+    /// At or below this many units left, an order wakes the lease keeper.
+    low_water: AtomicI64,
+    /// The global zone's last word: no unit left to lease.
+    exhausted: AtomicBool,
+    /// The sale is closed: nothing more is sold here.
+    closed: AtomicBool,
+    /// The lease recorded in the ledger and not finished yet: (seq, units).
+    pending: Mutex<Option<(u64, i64)>>,
+    /// Woken when a lease lands or the item's state changes.
+    pub refilled: Notify,
+    /// The shard's lease keeper, woken when the low-water mark is crossed.
+    keeper: Arc<Notify>,
     gauge: IntGauge,
 }
 
 impl ItemStock {
+    fn new((id, name, price, stock): ItemRecord, keeper: Arc<Notify>, gauge: IntGauge) -> Self {
+        let remaining = stock.left() as i64;
+        gauge.set(remaining);
+        Self {
+            id,
+            name,
+            price,
+            received: AtomicU64::new(stock.received),
+            remaining: AtomicI64::new(remaining),
+            low_water: AtomicI64::new(0),
+            exhausted: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            pending: Mutex::new(stock.pending.map(|p| (p.seq, p.units))),
+            refilled: Notify::new(),
+            keeper,
+            gauge,
+        }
+    }
+
     /// The sold-out flag: no unit left at this cell.
     #[inline]
     pub fn sold_out(&self) -> bool {
@@ -34,6 +73,66 @@ impl ItemStock {
 
     pub fn remaining(&self) -> u64 {
         self.remaining.load(Ordering::Acquire).max(0) as u64
+    }
+
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Acquire)
+    }
+
+    /// No unit is left here nor to lease: a buyer is answered at once.
+    pub fn exhausted(&self) -> bool {
+        self.exhausted.load(Ordering::Acquire)
+    }
+
+    pub fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Records what the global zone says about the item; wakes waiting buyers when
+    /// that ends their wait.
+    pub fn set_global(&self, available: u64, closed: bool) {
+        let exhausted = available == 0 || closed;
+        let was = self.exhausted.swap(exhausted, Ordering::AcqRel);
+        let was_closed = self.closed.swap(closed, Ordering::AcqRel);
+        if exhausted != was || closed != was_closed {
+            self.refilled.notify_waiters();
+        }
+    }
+
+    pub fn set_low_water(&self, units: u64) {
+        self.low_water.store(units as i64, Ordering::Release);
+    }
+
+    /// Whether the units left are at or below the low-water mark.
+    pub fn low(&self) -> bool {
+        self.remaining.load(Ordering::Acquire) <= self.low_water.load(Ordering::Acquire)
+    }
+
+    pub fn pending(&self) -> Option<(u64, i64)> {
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_pending(&self, pending: Option<(u64, i64)>) {
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = pending;
+    }
+
+    /// Adds the units of a finished lease and wakes the buyers waiting for them.
+    pub fn add_leased(&self, units: u64) {
+        self.received.fetch_add(units, Ordering::AcqRel);
+        self.release_units(units as i64);
+        self.refilled.notify_waiters();
+    }
+
+    /// Takes every unit left off sale, to give them back; returns how many.
+    pub fn take_all(&self) -> u64 {
+        let before = self.remaining.swap(0, Ordering::AcqRel).max(0);
+        self.gauge.set(0);
+        before as u64
+    }
+
+    /// After a return: the units left the cell for good.
+    pub fn returned(&self, units: u64) {
+        self.received.fetch_sub(units, Ordering::AcqRel);
     }
 
     /// Takes `quantity` units if that many are left. Never drives the count below
@@ -48,6 +147,9 @@ impl ItemStock {
         match taken {
             Ok(before) => {
                 self.gauge.set(before - quantity);
+                if before - quantity <= self.low_water.load(Ordering::Relaxed) {
+                    self.keeper.notify_one();
+                }
                 true
             }
             Err(_) => false,
@@ -56,10 +158,11 @@ impl ItemStock {
 
     /// Gives back units of an order that did not go through.
     pub fn release(&self, quantity: u32) {
-        let now = self
-            .remaining
-            .fetch_add(i64::from(quantity), Ordering::AcqRel)
-            + i64::from(quantity);
+        self.release_units(i64::from(quantity));
+    }
+
+    fn release_units(&self, units: i64) {
+        let now = self.remaining.fetch_add(units, Ordering::AcqRel) + units;
         self.gauge.set(now);
     }
 }
@@ -69,53 +172,70 @@ impl ItemStock {
 /// touching the ledger. Bounded by the units this cell sells.
 type Confirmed = HashMap<(String, String), (u64, Vec<u8>)>;
 
+/// An item as the stock cache is given it: id, name, price, and its ledger record.
+pub type ItemRecord = (String, String, i64, Stock);
+
 #[derive(Debug)]
 pub struct StockCache {
-    items: HashMap<String, ItemStock>,
+    /// Grows when the global zone announces a new item; never shrinks.
+    items: ArcSwap<HashMap<String, Arc<ItemStock>>>,
     confirmed: RwLock<Confirmed>,
+    gauges: IntGaugeVec,
+    shard: String,
+    /// Wakes the shard's lease keeper (an order went below the low-water mark).
+    pub wake: Arc<Notify>,
 }
 
 impl StockCache {
-    /// `items` holds, per item: id, name, price, units received and units sold, as
-    /// the ledger recorded them. `gauges` is `ldc_cell_stock_remaining`, labelled
-    /// by shard and item.
+    /// `items` as the ledger recorded them. `gauges` is `ldc_cell_stock_remaining`,
+    /// labelled by shard and item.
     pub fn new(
-        items: Vec<(String, String, i64, u64, u64)>,
+        items: Vec<ItemRecord>,
         confirmed: Confirmed,
         gauges: &IntGaugeVec,
         shard: &str,
     ) -> Self {
-        let items = items
-            .into_iter()
-            .map(|(id, name, price, received, sold)| {
-                let remaining = received.saturating_sub(sold) as i64;
-                let gauge = gauges.with_label_values(&[shard, &id]);
-                gauge.set(remaining);
-                let item = ItemStock {
-                    id: id.clone(),
-                    name,
-                    price,
-                    received,
-                    remaining: AtomicI64::new(remaining),
-                    gauge,
-                };
-                (id, item)
-            })
-            .collect();
-        Self {
-            items,
+        let cache = Self {
+            items: ArcSwap::default(),
             confirmed: RwLock::new(confirmed),
+            gauges: gauges.clone(),
+            shard: shard.to_owned(),
+            wake: Arc::default(),
+        };
+        for item in items {
+            cache.add(item);
         }
+        cache
     }
 
-    pub fn item(&self, id: &str) -> Option<&ItemStock> {
-        self.items.get(id)
+    /// Adds an item unless one with its id is there already.
+    pub fn add(&self, record: ItemRecord) {
+        let id = record.0.clone();
+        if self.items.load().contains_key(&id) {
+            return;
+        }
+        let gauge = self.gauges.with_label_values(&[&self.shard, &id]);
+        let item = Arc::new(ItemStock::new(record, self.wake.clone(), gauge));
+        self.items.rcu(|items| {
+            let mut items = HashMap::clone(items);
+            items.entry(id.clone()).or_insert_with(|| item.clone());
+            items
+        });
     }
 
-    pub fn ids(&self) -> Vec<&str> {
-        let mut ids: Vec<&str> = self.items.keys().map(String::as_str).collect();
-        ids.sort_unstable();
-        ids
+    pub fn item(&self, id: &str) -> Option<Arc<ItemStock>> {
+        self.items.load().get(id).cloned()
+    }
+
+    /// Every item, ordered by id.
+    pub fn items(&self) -> Vec<Arc<ItemStock>> {
+        let mut items: Vec<_> = self.items.load().values().cloned().collect();
+        items.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        items
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.items().iter().map(|item| item.id.clone()).collect()
     }
 
     /// The recorded reply of a confirmed order with this fingerprint, if any.
@@ -154,7 +274,15 @@ mod tests {
         )
         .expect("gauges");
         StockCache::new(
-            vec![("hot".into(), "Hot".into(), 100, stock, 0)],
+            vec![(
+                "hot".into(),
+                "Hot".into(),
+                100,
+                Stock {
+                    received: stock,
+                    ..Stock::default()
+                },
+            )],
             HashMap::new(),
             &gauges,
             "c1",
@@ -184,6 +312,25 @@ mod tests {
             item.remaining() < 3,
             "only a remainder too small for some orders is left"
         );
+    }
+
+    #[test]
+    fn leased_units_refill_and_a_return_takes_them_off_sale() {
+        let cache = cache(0);
+        let item = cache.item("hot").expect("item");
+        item.set_low_water(5);
+        assert!(item.sold_out() && item.low());
+        item.add_leased(8);
+        assert_eq!((item.remaining(), item.received()), (8, 8));
+        assert!(item.reserve(2) && !item.low());
+        assert!(
+            item.reserve(1) && item.low(),
+            "5 left: at the low-water mark"
+        );
+        assert_eq!(item.take_all(), 5);
+        assert!(item.sold_out());
+        item.returned(5);
+        assert_eq!(item.received(), 3);
     }
 
     #[test]

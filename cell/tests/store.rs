@@ -64,7 +64,9 @@ fn body(reply: &ledger::Reply) -> Value {
 
 async fn audit(store: &EmbeddedStore) -> ledger::Audit {
     let mut snapshot = store.snapshot().await.expect("snapshot");
-    ledger::audit(&mut snapshot, &["hot"]).await.expect("audit")
+    ledger::audit(&mut snapshot, &["hot".to_owned()])
+        .await
+        .expect("audit")
 }
 
 /// Applies `requests` in one transaction and commits it.
@@ -75,7 +77,8 @@ async fn batch(store: &EmbeddedStore, stock: u64, requests: &[Request]) -> Vec<l
         .expect("stock");
     let mut replies = Vec::new();
     for request in requests {
-        replies.push(ledger::apply(&mut txn, request, 1).await.expect("apply"));
+        let write = ledger::Write::User(request.clone());
+        replies.push(ledger::apply(&mut txn, &write, 1).await.expect("apply"));
     }
     txn.commit().await.expect("commit");
     replies
@@ -211,11 +214,11 @@ async fn the_ledger_refuses_to_sell_more_than_the_cell_received() {
     assert_eq!(body(&replies[2])["error"]["code"], "sold_out");
     // A second start keeps the first share: what was received comes from the ledger.
     let mut txn = store.begin().await.expect("begin");
-    let (received, sold) = ledger::receive_stock(&mut txn, "hot", 99)
+    let stock = ledger::receive_stock(&mut txn, "hot", 99)
         .await
         .expect("stock");
     txn.commit().await.expect("commit");
-    assert_eq!((received, sold), (2, 2));
+    assert_eq!((stock.received, stock.sold), (2, 2));
 }
 
 #[tokio::test]
@@ -239,4 +242,172 @@ async fn balances_cannot_overflow_or_go_negative() {
     let audit = audit(&store).await;
     assert_eq!((audit.negative_balances, audit.net), (0, 0));
     assert_eq!(audit.sum_of_user_balances, max);
+}
+
+/// Applies one stock write in its own transaction; returns its status and body.
+async fn stock_write(store: &EmbeddedStore, write: ledger::StockWrite) -> (StatusCode, Value) {
+    let mut txn = store.begin().await.expect("begin");
+    let reply = ledger::apply(&mut txn, &ledger::Write::Stock(write), 7)
+        .await
+        .expect("apply");
+    txn.commit().await.expect("commit");
+    (reply.status, body(&reply))
+}
+
+fn grant(seq: u64, units: i64) -> ledger::StockWrite {
+    ledger::StockWrite::Grant {
+        item_id: "hot".to_owned(),
+        cell: "c1".to_owned(),
+        seq,
+        units,
+        cells: 2,
+        lease_min: 5,
+    }
+}
+
+fn begin(units: i64) -> ledger::StockWrite {
+    ledger::StockWrite::Begin {
+        item_id: "hot".to_owned(),
+        meta: ledger::ItemMeta {
+            name: "Hot".to_owned(),
+            price: 100,
+        },
+        units,
+    }
+}
+
+fn finish(seq: u64, units: i64) -> ledger::StockWrite {
+    ledger::StockWrite::Finish {
+        item_id: "hot".to_owned(),
+        seq,
+        units,
+    }
+}
+
+async fn held(gz: &EmbeddedStore) -> Value {
+    let mut snapshot = gz.snapshot().await.expect("snapshot");
+    ledger::gz_audit(&mut snapshot).await.expect("audit")["hot"].clone()
+}
+
+#[tokio::test]
+async fn a_lease_is_recorded_once_on_both_sides_across_retries_and_returns() {
+    let (_gz_dir, gz) = store();
+    let (_cell_dir, cell) = store();
+    let create = |stock| ledger::StockWrite::Create {
+        item_id: "hot".to_owned(),
+        name: "Hot".to_owned(),
+        price: 100,
+        stock,
+    };
+    assert_eq!(stock_write(&gz, create(100)).await.0, StatusCode::CREATED);
+    assert_eq!(stock_write(&gz, create(100)).await.0, StatusCode::OK);
+    let (status, other) = stock_write(&gz, create(99)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(other["error"]["code"], "item_exists");
+
+    // The cell records lease 1 before asking; asking again (a crash in between)
+    // finds the same lease pending instead of starting a second one.
+    let (status, pending) = stock_write(&cell, begin(80)).await;
+    assert_eq!(
+        (status, &pending["seq"]),
+        (StatusCode::CREATED, &Value::from(1))
+    );
+    assert_eq!(stock_write(&cell, begin(30)).await.1["units"], 80);
+    // The global zone grants a fair part (100 / 2 cells), and the same to a retry.
+    let (status, granted) = stock_write(&gz, grant(1, 80)).await;
+    assert_eq!(
+        (status, granted["units"].as_i64()),
+        (StatusCode::CREATED, Some(50))
+    );
+    let (status, again) = stock_write(&gz, grant(1, 80)).await;
+    assert_eq!(
+        (status, again["units"].as_i64()),
+        (StatusCode::OK, Some(50))
+    );
+    assert_eq!(
+        stock_write(&gz, grant(3, 10)).await.1["error"]["code"],
+        "lease_out_of_order"
+    );
+    assert_eq!(
+        stock_write(&cell, finish(1, 90)).await.0,
+        StatusCode::CONFLICT,
+        "more than asked"
+    );
+    assert_eq!(
+        stock_write(&cell, finish(1, 50)).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        stock_write(&cell, finish(1, 50)).await.0,
+        StatusCode::OK,
+        "a replay"
+    );
+    assert_eq!(
+        (
+            held(&gz).await["available"].as_u64(),
+            held(&gz).await["held_by_cells"].as_u64()
+        ),
+        (Some(50), Some(50))
+    );
+
+    // Two units sold, then the rest given back: off sale at once, accounted on
+    // both sides, and stock == available + held throughout.
+    let replies = batch(
+        &cell,
+        0,
+        &[deposit("amy", "d1", 1_000), order("amy", "o1", 2)],
+    )
+    .await;
+    assert_eq!(replies[1].status, StatusCode::CREATED);
+    assert_eq!(
+        stock_write(&cell, begin(-49)).await.0,
+        StatusCode::CONFLICT,
+        "only 48 left"
+    );
+    let (_, giving) = stock_write(&cell, begin(-48)).await;
+    assert_eq!(giving["seq"], 2);
+    let replies = batch(&cell, 0, &[order("amy", "o2", 1)]).await;
+    assert_eq!(
+        body(&replies[0])["error"]["code"],
+        "sold_out",
+        "returning units are not for sale"
+    );
+    assert_eq!(
+        stock_write(&gz, grant(2, -60)).await.1["error"]["code"],
+        "return_exceeds_quota"
+    );
+    assert_eq!(stock_write(&gz, grant(2, -48)).await.0, StatusCode::CREATED);
+    assert_eq!(
+        stock_write(&cell, finish(2, -48)).await.0,
+        StatusCode::CREATED
+    );
+    let books = held(&gz).await;
+    assert_eq!(
+        (books["available"].as_u64(), books["held_by_cells"].as_u64()),
+        (Some(98), Some(2))
+    );
+    let audit = audit(&cell).await;
+    let hot = &audit.items["hot"];
+    assert_eq!(
+        (hot.received, hot.sold, hot.remaining, hot.leases),
+        (2, 2, 0, 2)
+    );
+
+    // A closed sale grants nothing more.
+    assert_eq!(
+        stock_write(
+            &gz,
+            ledger::StockWrite::Close {
+                item_id: "hot".to_owned()
+            }
+        )
+        .await
+        .1["closed"],
+        true
+    );
+    let (_, closed) = stock_write(&gz, grant(3, 10)).await;
+    assert_eq!(
+        (closed["units"].as_i64(), closed["closed"].as_bool()),
+        (Some(0), Some(true))
+    );
 }

@@ -48,9 +48,13 @@ pub struct Deploy {
     /// Explicit slot ranges pinned to a cell, applied after the ring.
     #[serde(default)]
     pub overrides: Vec<Override>,
-    /// Flash-sale items; each cell sells its weight's share of an item's stock.
+    /// Flash-sale items. With a `[global_zone]`, cells lease an item's stock from
+    /// it in chunks; without, each cell sells its weight's share (static shares).
     #[serde(default)]
     pub items: Vec<ItemConf>,
+    /// The cell that hosts the global zone (item stock shared by all cells).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_zone: Option<GlobalZoneConf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,6 +298,36 @@ pub enum LedgerBackend {
     Tikv,
 }
 
+/// The global zone: each item's total stock lives in the ledger of one cell (and
+/// moves with its shard to its standby); cells lease it in chunks sized by demand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalZoneConf {
+    /// The cell hosting the global zone.
+    pub cell: String,
+    /// How often each cell asks the global zone for its items' state (new items,
+    /// sold out everywhere, closed): the delay of that news.
+    #[serde(default = "defaults::gz_poll_ms")]
+    pub poll_ms: u64,
+    /// Smallest chunk a cell asks for.
+    #[serde(default = "defaults::lease_min")]
+    pub lease_min: u64,
+    /// Largest chunk a cell asks for.
+    #[serde(default = "defaults::lease_max")]
+    pub lease_max: u64,
+    /// A chunk is sized to last about this long at the cell's current rate of sale;
+    /// the next is asked for when half of it is left.
+    #[serde(default = "defaults::lease_horizon_ms")]
+    pub lease_horizon_ms: u64,
+    /// How long a buyer at a cell with no units left waits for a lease in flight
+    /// before the order is answered 503.
+    #[serde(default = "defaults::lease_wait_ms")]
+    pub lease_wait_ms: u64,
+    /// Bound on one call from a cell to the global zone.
+    #[serde(default = "defaults::gz_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
 /// A flash-sale item. Prices are integers in minor units (cents, fen).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -462,5 +496,23 @@ mod defaults {
     }
     pub fn conflict_retries() -> u32 {
         3
+    }
+    pub fn gz_poll_ms() -> u64 {
+        200
+    }
+    pub fn lease_min() -> u64 {
+        10
+    }
+    pub fn lease_max() -> u64 {
+        1_000
+    }
+    pub fn lease_horizon_ms() -> u64 {
+        1_000
+    }
+    pub fn lease_wait_ms() -> u64 {
+        1_000
+    }
+    pub fn gz_request_timeout_ms() -> u64 {
+        1_000
     }
 }

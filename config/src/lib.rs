@@ -11,8 +11,8 @@ mod summary;
 mod topology;
 
 pub use deploy::{
-    CellConf, Deploy, HealthConf, ItemConf, LedgerBackend, LedgerConf, Limits, Override,
-    PlacementConf, RegionConf, RouterConf, SupervisorConf, TakeoverConf, Timeouts,
+    CellConf, Deploy, GlobalZoneConf, HealthConf, ItemConf, LedgerBackend, LedgerConf, Limits,
+    Override, PlacementConf, RegionConf, RouterConf, SupervisorConf, TakeoverConf, Timeouts,
 };
 pub use hash::{SLOT_HASH_SEED, slot_of};
 pub use placement::Placement;

@@ -233,6 +233,12 @@ impl Topology {
         self.placement.slots_per_cell(self.cells.len())
     }
 
+    /// The index of the cell hosting the global zone, if the deployment has one.
+    pub fn global_zone(&self) -> Option<usize> {
+        let gz = self.deploy.global_zone.as_ref()?;
+        self.cell_index(&gz.cell)
+    }
+
     /// Each cell's share of `stock` units by weight, indexed like [`Topology::cells`]:
     /// the integer part of the weighted share, plus one unit each to the cells with
     /// the largest remainders (ties to the earlier cell), so shares sum to `stock`.
@@ -296,6 +302,12 @@ impl Topology {
         }
         if now.items != then.items {
             problems.push("items: stock shares are recorded in the ledgers once".to_owned());
+        }
+        if now.global_zone != then.global_zone {
+            problems.push(
+                "global_zone: cannot change while running (its lease loops start with the cell)"
+                    .to_owned(),
+            );
         }
         if now.ledger.backend != then.ledger.backend || now.name != then.name {
             problems.push("name, ledger.backend: cannot change while running".to_owned());
@@ -370,6 +382,7 @@ impl Checker {
         let routers = self.routers(d, &regions, &cells);
         self.overrides(d);
         self.items(d);
+        self.global_zone(d, &cells);
         self.data_dirs(&cells);
         (cells, routers)
     }
@@ -639,6 +652,36 @@ impl Checker {
                     format!("at most {MAX_MONEY} (got {})", item.stock),
                 );
             }
+        }
+    }
+
+    fn global_zone(&mut self, d: &Deploy, cells: &[Cell]) {
+        let Some(gz) = &d.global_zone else {
+            return;
+        };
+        if !cells.iter().any(|c| c.id == gz.cell) {
+            self.problem(
+                "global_zone.cell",
+                format!("no cell {:?} in [[cells]]", gz.cell),
+            );
+        }
+        let settings = [
+            ("global_zone.poll_ms", gz.poll_ms),
+            ("global_zone.lease_min", gz.lease_min),
+            ("global_zone.lease_horizon_ms", gz.lease_horizon_ms),
+            ("global_zone.lease_wait_ms", gz.lease_wait_ms),
+            ("global_zone.request_timeout_ms", gz.request_timeout_ms),
+        ];
+        for (key, value) in settings {
+            if value == 0 {
+                self.problem(key, "must be greater than 0");
+            }
+        }
+        if gz.lease_max < gz.lease_min || gz.lease_max > MAX_MONEY {
+            self.problem(
+                "global_zone.lease_max",
+                format!("must be from global_zone.lease_min to {MAX_MONEY}"),
+            );
         }
     }
 

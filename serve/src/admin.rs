@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::json;
@@ -14,10 +15,25 @@ use crate::phase::{Phase, PhaseTx};
 use crate::reply::{Body, json, json_error};
 use crate::server::{Handler, ServeSettings, serve};
 
+/// Largest body of an admin request.
+pub const MAX_ADMIN_BODY: usize = 64 * 1024;
+
 /// Routes a process adds to its admin listener, e.g. `/admin/topology`.
 pub trait AdminRoutes: Send + Sync + 'static {
     /// The response for a GET of `path`, or `None` when the path is not one of these.
     fn get(&self, path: &str) -> impl Future<Output = Option<Response<Body>>> + Send;
+
+    /// The response for a request other than GET (its body read whole, bounded by
+    /// [`MAX_ADMIN_BODY`]), or `None` when the route is not one of these.
+    fn write(
+        &self,
+        method: &Method,
+        path: &str,
+        body: &[u8],
+    ) -> impl Future<Output = Option<Response<Body>>> + Send {
+        let _ = (method, path, body);
+        async { None }
+    }
 
     /// Fields beside `phase` in the `/ready` answer (a cell lists the shards it
     /// serves there, so one probe tells a router both health and ownership).
@@ -37,12 +53,7 @@ impl<R: AdminRoutes> Handler for Admin<R> {
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         if req.method() != Method::GET {
-            return json_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "the admin listener answers GET only",
-                [],
-            );
+            return self.write(req).await;
         }
         match req.uri().path() {
             "/metrics" => self.metrics(),
@@ -70,6 +81,36 @@ impl<R: AdminRoutes> Handler for Admin<R> {
                     [],
                 )
             }),
+        }
+    }
+}
+
+impl<R: AdminRoutes> Admin<R> {
+    async fn write(&self, req: Request<Incoming>) -> Response<Body> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(err) => {
+                return json_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("cannot read the body (at most {MAX_ADMIN_BODY} bytes): {err}"),
+                    [],
+                );
+            }
+        };
+        match self.routes.write(&method, &path, &body).await {
+            Some(response) => response,
+            None => json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} {path}: the admin listener answers GET here"),
+                [],
+            ),
         }
     }
 }

@@ -13,6 +13,11 @@
 //! 02 's' item                          stock received and sold by this cell
 //! 02 'c' user 00 request_id            confirmed order, for sold-out replays
 //! 02 'w' 00                            ownership: which cell writes here, at what epoch
+//! 02 'm' item                          a leased item's name and price, at a cell
+//! 02 'l' item 00 seq:u64               a lease (or return) as the cell recorded it
+//! 02 'g' item                          global zone: an item's stock and global account
+//! 02 'q' item 00 cell                  global zone: units a cell holds on lease
+//! 02 'L' item 00 cell 00 seq:u64       global zone: a lease as the global zone recorded it
 //! ```
 //!
 //! User ids and request ids never contain the 00 byte (`[A-Za-z0-9_-]`), so the
@@ -30,6 +35,11 @@ pub const REQUEST: u8 = b'r';
 const STOCK: u8 = b's';
 const CONFIRMED: u8 = b'c';
 const OWNER: u8 = b'w';
+const ITEM_META: u8 = b'm';
+const LEASE: u8 = b'l';
+const GZ_ITEM: u8 = b'g';
+const GZ_QUOTA: u8 = b'q';
+const GZ_LEASE: u8 = b'L';
 
 /// The system account that receives order revenue.
 pub const MERCHANT: &str = "merchant";
@@ -111,6 +121,64 @@ pub fn confirmed(user: &str, request_id: &str) -> Vec<u8> {
     key
 }
 
+/// `02 tag a 00 b 00 ...`: a cell-wide key of zero-terminated parts.
+fn cell_key(tag: u8, parts: &[&str]) -> Vec<u8> {
+    let mut key = vec![CELL, tag];
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(0);
+        }
+        key.extend_from_slice(part.as_bytes());
+    }
+    key
+}
+
+fn with_seq(mut key: Vec<u8>, seq: u64) -> Vec<u8> {
+    key.push(0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub fn item_meta(item: &str) -> Vec<u8> {
+    cell_key(ITEM_META, &[item])
+}
+
+pub fn item_meta_prefix() -> Vec<u8> {
+    vec![CELL, ITEM_META]
+}
+
+pub fn lease(item: &str, seq: u64) -> Vec<u8> {
+    with_seq(cell_key(LEASE, &[item]), seq)
+}
+
+pub fn gz_item(item: &str) -> Vec<u8> {
+    cell_key(GZ_ITEM, &[item])
+}
+
+pub fn gz_item_prefix() -> Vec<u8> {
+    vec![CELL, GZ_ITEM]
+}
+
+pub fn gz_quota(item: &str, cell: &str) -> Vec<u8> {
+    cell_key(GZ_QUOTA, &[item, cell])
+}
+
+/// `02 'q' item 00`: every cell's quota of `item`.
+pub fn gz_quota_prefix(item: &str) -> Vec<u8> {
+    let mut key = cell_key(GZ_QUOTA, &[item]);
+    key.push(0);
+    key
+}
+
+pub fn gz_lease(item: &str, cell: &str, seq: u64) -> Vec<u8> {
+    with_seq(cell_key(GZ_LEASE, &[item, cell]), seq)
+}
+
+/// The last zero-terminated part of a cell-wide key under `prefix`.
+pub fn key_suffix<'k>(key: &'k [u8], prefix: &[u8]) -> Option<&'k str> {
+    std::str::from_utf8(key.strip_prefix(prefix)?).ok()
+}
+
 /// Splits a `confirmed` key back into user and request id.
 pub fn parse_confirmed(key: &[u8]) -> Option<(String, String)> {
     let rest = key.strip_prefix(&confirmed_prefix()[..])?;
@@ -179,5 +247,19 @@ mod tests {
         );
         assert!(key.starts_with(&confirmed_prefix()));
         assert!(!stock("x").starts_with(&confirmed_prefix()));
+    }
+
+    #[test]
+    fn global_zone_keys_keep_items_and_cells_apart() {
+        assert!(!gz_quota("hot2", "a1").starts_with(&gz_quota_prefix("hot")));
+        assert!(gz_quota("hot", "a1").starts_with(&gz_quota_prefix("hot")));
+        assert_eq!(
+            key_suffix(&gz_quota("hot", "a-1"), &gz_quota_prefix("hot")),
+            Some("a-1")
+        );
+        assert_eq!(key_suffix(&gz_item("hot"), &gz_item_prefix()), Some("hot"));
+        assert!(lease("hot", 2) < lease("hot", 10));
+        assert!(gz_lease("hot", "a1", u64::MAX) < gz_lease("hot", "a10", 0));
+        assert!(!item_meta("x").starts_with(&gz_item_prefix()));
     }
 }

@@ -44,28 +44,104 @@ impl Account {
     }
 }
 
-/// Stock of one item at this cell: units received (its share) and units sold.
+/// Stock of one item at this cell: units received (its static share, or leased
+/// from the global zone net of returns), units sold, and its lease counter.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stock {
     pub received: u64,
     pub sold: u64,
+    /// Sequence number of the last finished lease.
+    pub leases: u64,
+    /// The lease asked for and not finished yet (at most one per item).
+    pub pending: Option<Pending>,
+}
+
+/// A lease the cell recorded before asking the global zone, so that after a crash
+/// it asks again under the same sequence number and gets the same answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Pending {
+    pub seq: u64,
+    /// Units asked for; negative for a return of unused units.
+    pub units: i64,
 }
 
 impl Stock {
+    /// Units being returned: not to be sold, not given back yet.
+    pub fn returning(&self) -> u64 {
+        self.pending.map_or(0, |p| (-p.units).max(0) as u64)
+    }
+
+    /// Units this cell may still sell by the ledger.
+    pub fn left(&self) -> u64 {
+        self.received
+            .saturating_sub(self.sold)
+            .saturating_sub(self.returning())
+    }
+
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(16);
-        bytes.extend_from_slice(&self.received.to_be_bytes());
-        bytes.extend_from_slice(&self.sold.to_be_bytes());
+        let mut bytes = Vec::with_capacity(40);
+        let (seq, units) = self.pending.map_or((0, 0), |p| (p.seq, p.units));
+        for field in [self.received, self.sold, self.leases, seq, units as u64] {
+            bytes.extend_from_slice(&field.to_be_bytes());
+        }
         bytes
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
         let field = |at| u64_at(bytes, at).ok_or_else(|| corrupt("stock"));
+        // Records written before leases existed are 16 bytes.
+        let lease_field = |at| if bytes.len() > 16 { field(at) } else { Ok(0) };
+        let seq = lease_field(24)?;
         Ok(Self {
             received: field(0)?,
             sold: field(8)?,
+            leases: lease_field(16)?,
+            pending: (seq != 0).then(|| Pending {
+                seq,
+                units: lease_field(32).unwrap_or(0) as i64,
+            }),
         })
     }
+}
+
+/// A leased item's name and price at a cell, so the cell can sell its units after a
+/// restart while the global zone is out of reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemMeta {
+    pub name: String,
+    pub price: i64,
+}
+
+/// An item in the global zone: its stock, and its global account (units no cell
+/// holds). `stock == available + ` every cell's quota.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GzItem {
+    pub name: String,
+    pub price: i64,
+    pub stock: u64,
+    pub available: u64,
+    pub closed: bool,
+}
+
+/// A cell's quota account of one item in the global zone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GzQuota {
+    /// Units the cell holds: leased minus returned.
+    pub held: u64,
+    /// Sequence number of the cell's last lease applied here.
+    pub leases: u64,
+    /// Units of that lease (negative for a return), for replays.
+    pub last: i64,
+}
+
+/// One lease or return, recorded under the same (item, cell, seq) on both sides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub item_id: String,
+    pub cell: String,
+    pub seq: u64,
+    pub units: i64,
+    pub at_ms: u64,
 }
 
 /// The first outcome of a request id: a fingerprint of the request it answered,
@@ -174,8 +250,21 @@ mod tests {
         let stock = Stock {
             received: 10,
             sold: 3,
+            leases: 4,
+            pending: Some(Pending { seq: 5, units: -7 }),
         };
         assert_eq!(Stock::decode(&stock.encode()), Ok(stock));
+        assert_eq!(stock.left(), 0, "returning units are not for sale");
+        let static_share = Stock {
+            received: 10,
+            sold: 3,
+            leases: 0,
+            pending: None,
+        };
+        assert_eq!(
+            Stock::decode(&static_share.encode()[..16]),
+            Ok(static_share)
+        );
         let outcome = Outcome {
             fingerprint: 42,
             status: 201,

@@ -1,0 +1,468 @@
+//! The lease keeper: one task per shard that keeps the shard's stock cache supplied
+//! from the global zone. It leases a chunk when an item falls to its low-water mark,
+//! finishes leases a crash left pending, learns new items, sold-out-everywhere and
+//! closed sales by polling, and gives unused units back when a sale closes.
+//!
+//! Polling rather than push: the global zone needs no list of live cells, a cell
+//! that was down catches up with its first poll, and the news it carries (a new
+//! item, units back in the global account) is never needed faster than a poll
+//! interval; selling from the local quota never waits for it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use ldc_topology::{GlobalZoneConf, Topology};
+use prometheus::{HistogramVec, IntCounterVec};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::ledger::{ItemMeta, Stock, StockWrite, Write};
+use crate::shard::Shard;
+use crate::stock::{ItemStock, StockCache};
+use crate::store::Store;
+
+/// A chunk lasting `horizon` at `rate` units per second, within `min..=max`.
+pub fn chunk_size(rate: f64, horizon: Duration, min: u64, max: u64) -> u64 {
+    let wanted = (rate * horizon.as_secs_f64()).ceil();
+    (wanted.clamp(0.0, max as f64) as u64).clamp(min, max)
+}
+
+/// Shortest window a rate of sale is measured over.
+const RATE_WINDOW: Duration = Duration::from_millis(100);
+
+/// An item's rate of sale at this shard, smoothed.
+#[derive(Debug)]
+struct Demand {
+    since: Instant,
+    taken: u64,
+    rate: f64,
+    /// The last chunk asked for.
+    last_chunk: u64,
+}
+
+/// The keeper's metrics, children of the process's per-shard families.
+#[derive(Debug, Clone)]
+pub struct KeeperMetrics {
+    /// `ldc_cell_leases_total{shard, outcome}`: granted, empty, returned, failed.
+    pub leases: IntCounterVec,
+    /// `ldc_cell_lease_seconds{shard}`: one call to the global zone.
+    pub lease_seconds: HistogramVec,
+}
+
+/// How the global zone answers a lease or a poll.
+#[derive(Debug, Deserialize)]
+struct GzItemState {
+    item_id: String,
+    name: String,
+    price: i64,
+    available: u64,
+    closed: bool,
+    /// Units of the lease (absent in a poll).
+    #[serde(default)]
+    units: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct GzItems {
+    items: Vec<GzItemState>,
+}
+
+/// A lease the ledger recorded: its number and units.
+#[derive(Debug, Deserialize)]
+struct Recorded {
+    seq: u64,
+    units: i64,
+}
+
+/// Calls to the global zone: its cell first, then its standby (which serves it
+/// after a takeover), sticking to whichever answered last.
+struct GzClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+    addresses: Vec<SocketAddr>,
+    current: usize,
+    timeout: Duration,
+}
+
+impl GzClient {
+    fn new(topology: &Topology, gz: usize, timeout: Duration) -> Self {
+        let cell = &topology.cells()[gz];
+        let mut addresses = vec![cell.advertise];
+        addresses.extend(cell.standby.map(|s| topology.cells()[s].advertise));
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(timeout));
+        connector.set_nodelay(true);
+        Self {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            addresses,
+            current: 0,
+            timeout,
+        }
+    }
+
+    /// Sends to each address in turn until one serves the global zone; returns
+    /// its status and body.
+    async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), String> {
+        let mut last = String::new();
+        for attempt in 0..self.addresses.len() {
+            let index = (self.current + attempt) % self.addresses.len();
+            let address = self.addresses[index];
+            let request = Request::builder()
+                .method(method.clone())
+                .uri(format!("http://{address}{path}"))
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body.clone().unwrap_or_default())))
+                .map_err(|err| err.to_string())?;
+            let answer = tokio::time::timeout(self.timeout, async {
+                let response = self
+                    .client
+                    .request(request)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = response.status();
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .to_bytes();
+                Ok::<_, String>((status, body))
+            })
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.timeout)));
+            match answer {
+                Ok((status, _))
+                    if status == StatusCode::MISDIRECTED_REQUEST
+                        || status == StatusCode::SERVICE_UNAVAILABLE =>
+                {
+                    last = format!("{address} answered {status}");
+                }
+                Ok(answer) => {
+                    self.current = index;
+                    return Ok(answer);
+                }
+                Err(err) => last = format!("{address}: {err}"),
+            }
+        }
+        Err(last)
+    }
+
+    async fn items(&mut self) -> Result<Vec<GzItemState>, String> {
+        let (status, body) = self.call(Method::GET, "/v1/gz/items", None).await?;
+        if status != StatusCode::OK {
+            return Err(format!("poll answered {status}"));
+        }
+        let items: GzItems = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        Ok(items.items)
+    }
+
+    async fn lease(
+        &mut self,
+        item_id: &str,
+        cell: &str,
+        seq: u64,
+        units: i64,
+    ) -> Result<GzItemState, String> {
+        let body = json!({"item_id": item_id, "cell": cell, "seq": seq, "units": units});
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/v1/gz/leases",
+                Some(body.to_string().into_bytes()),
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(format!(
+                "lease {seq} of {item_id} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        serde_json::from_slice(&body).map_err(|e| e.to_string())
+    }
+}
+
+pub struct Keeper {
+    client: GzClient,
+    settings: GlobalZoneConf,
+    /// The shard's cell: leases are numbered per (item, shard), whoever serves it.
+    shard_id: String,
+    demand: HashMap<String, Demand>,
+    /// No call to the global zone before this, after one failed.
+    quiet_until: Option<Instant>,
+    metrics: KeeperMetrics,
+}
+
+impl Keeper {
+    /// The keeper of `shard`, if the deployment has a global zone.
+    pub fn new(topology: &Topology, shard_cell: usize, metrics: KeeperMetrics) -> Option<Self> {
+        let gz = topology.global_zone()?;
+        let settings = topology.deploy().global_zone.clone()?;
+        let timeout = Duration::from_millis(settings.request_timeout_ms);
+        Some(Self {
+            client: GzClient::new(topology, gz, timeout),
+            settings,
+            shard_id: topology.cells()[shard_cell].id.clone(),
+            demand: HashMap::new(),
+            quiet_until: None,
+            metrics,
+        })
+    }
+
+    /// Keeps `shard` supplied until it is dropped (released to its owner, or the
+    /// process ends). Holds it only while it works, never while it waits.
+    pub async fn run<S: Store>(mut self, shard: Weak<Shard<S>>, stock: Arc<StockCache>) {
+        let poll = Duration::from_millis(self.settings.poll_ms);
+        let mut next_poll = Instant::now();
+        loop {
+            let Some(shard) = shard.upgrade() else {
+                return;
+            };
+            if Instant::now() >= next_poll {
+                self.poll(&stock).await;
+                next_poll = Instant::now() + poll;
+            }
+            for item in stock.items() {
+                self.keep(&shard, &item).await;
+            }
+            drop(shard);
+            tokio::select! {
+                () = stock.wake.notified() => {}
+                () = tokio::time::sleep_until(next_poll.into()) => {}
+            }
+        }
+    }
+
+    /// Gives back every unit the shard holds, as on a closed sale (graceful
+    /// shutdown): units stay at this cell, durable, when the global zone is out of
+    /// reach.
+    pub async fn give_back<S: Store>(&mut self, shard: &Shard<S>) {
+        for item in shard.stock.items() {
+            if let Some((seq, units)) = item.pending() {
+                self.finish(shard, &item, seq, units).await;
+            }
+            self.give_back_item(shard, &item).await;
+        }
+    }
+
+    fn quiet(&self) -> bool {
+        self.quiet_until.is_some_and(|until| Instant::now() < until)
+    }
+
+    fn failed(&mut self, what: &str, cause: &str) {
+        self.metrics
+            .leases
+            .with_label_values(&[&self.shard_id, "failed"])
+            .inc();
+        if !self.quiet() {
+            tracing::warn!(shard = %self.shard_id, %cause, "{what} failed; retrying");
+        }
+        self.quiet_until = Some(Instant::now() + Duration::from_millis(self.settings.poll_ms));
+    }
+
+    async fn poll(&mut self, stock: &StockCache) {
+        match self.client.items().await {
+            Ok(items) => {
+                for state in items {
+                    stock.add((
+                        state.item_id.clone(),
+                        state.name,
+                        state.price,
+                        Stock::default(),
+                    ));
+                    if let Some(item) = stock.item(&state.item_id) {
+                        item.set_global(state.available, state.closed);
+                    }
+                }
+            }
+            Err(cause) => self.failed("polling the global zone", &cause),
+        }
+    }
+
+    async fn keep<S: Store>(&mut self, shard: &Shard<S>, item: &ItemStock) {
+        if let Some((seq, units)) = item.pending() {
+            if !self.quiet() {
+                self.finish(shard, item, seq, units).await;
+            }
+            return;
+        }
+        if item.closed() {
+            self.give_back_item(shard, item).await;
+            return;
+        }
+        let chunk = self.chunk(item);
+        item.set_low_water(chunk / 2);
+        if item.exhausted() || !item.low() || self.quiet() {
+            return;
+        }
+        if let Some(demand) = self.demand.get_mut(&item.id) {
+            demand.last_chunk = chunk;
+        }
+        if let Some((seq, units)) = self.begin(shard, item, chunk as i64).await {
+            self.finish(shard, item, seq, units).await;
+        }
+    }
+
+    /// The next chunk for `item`: its rate of sale over the lease horizon, doubled
+    /// from the last one when the cell ran dry (buyers waiting hide the demand).
+    fn chunk(&mut self, item: &ItemStock) -> u64 {
+        let taken = item.received().saturating_sub(item.remaining());
+        let now = Instant::now();
+        let demand = self.demand.entry(item.id.clone()).or_insert(Demand {
+            since: now,
+            taken,
+            rate: 0.0,
+            last_chunk: 0,
+        });
+        let elapsed = now.duration_since(demand.since);
+        if elapsed >= RATE_WINDOW {
+            let rate = taken.saturating_sub(demand.taken) as f64 / elapsed.as_secs_f64();
+            demand.rate = if demand.rate == 0.0 {
+                rate
+            } else {
+                (demand.rate + rate) / 2.0
+            };
+            demand.since = now;
+            demand.taken = taken;
+        }
+        let settings = &self.settings;
+        let horizon = Duration::from_millis(settings.lease_horizon_ms);
+        let by_rate = chunk_size(demand.rate, horizon, settings.lease_min, settings.lease_max);
+        if item.sold_out() {
+            by_rate.max(demand.last_chunk.saturating_mul(2).min(settings.lease_max))
+        } else {
+            by_rate
+        }
+    }
+
+    async fn give_back_item<S: Store>(&mut self, shard: &Shard<S>, item: &ItemStock) {
+        let units = item.take_all();
+        if units == 0 {
+            return;
+        }
+        match self.begin(shard, item, -(units as i64)).await {
+            Some((seq, units)) => self.finish(shard, item, seq, units).await,
+            None => item.release(units as u32),
+        }
+    }
+
+    /// Records lease `units` in the shard's ledger; returns its number and units
+    /// (those of a lease already pending, if there was one).
+    async fn begin<S: Store>(
+        &mut self,
+        shard: &Shard<S>,
+        item: &ItemStock,
+        units: i64,
+    ) -> Option<(u64, i64)> {
+        let meta = ItemMeta {
+            name: item.name.clone(),
+            price: item.price,
+        };
+        let write = Write::Stock(StockWrite::Begin {
+            item_id: item.id.clone(),
+            meta,
+            units,
+        });
+        let reply = match shard.committer.submit(write).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(err)) => {
+                self.failed("recording a lease", &err.to_string());
+                return None;
+            }
+            Err(err) => {
+                self.failed("recording a lease", &format!("{err:?}"));
+                return None;
+            }
+        };
+        if !reply.status.is_success() {
+            tracing::warn!(item = %item.id, body = %String::from_utf8_lossy(&reply.body), "lease not recorded");
+            return None;
+        }
+        let recorded: Recorded = serde_json::from_slice(&reply.body).ok()?;
+        item.set_pending(Some((recorded.seq, recorded.units)));
+        Some((recorded.seq, recorded.units))
+    }
+
+    /// Asks the global zone for lease `seq` (again, after a crash: it answers the
+    /// same) and records its answer.
+    async fn finish<S: Store>(&mut self, shard: &Shard<S>, item: &ItemStock, seq: u64, units: i64) {
+        let started = Instant::now();
+        let answer = self
+            .client
+            .lease(&item.id, &self.shard_id, seq, units)
+            .await;
+        self.metrics
+            .lease_seconds
+            .with_label_values(&[&self.shard_id])
+            .observe(started.elapsed().as_secs_f64());
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(cause) => return self.failed("a lease", &cause),
+        };
+        let write = Write::Stock(StockWrite::Finish {
+            item_id: item.id.clone(),
+            seq,
+            units: answer.units,
+        });
+        match shard.committer.submit(write).await {
+            Ok(Ok(reply)) if reply.status.is_success() => {}
+            Ok(Ok(reply)) => {
+                tracing::error!(item = %item.id, seq, body = %String::from_utf8_lossy(&reply.body), "the ledger refused a lease answer");
+                return self.failed("recording a lease answer", "refused");
+            }
+            Ok(Err(err)) => return self.failed("recording a lease answer", &err.to_string()),
+            Err(err) => return self.failed("recording a lease answer", &format!("{err:?}")),
+        }
+        item.set_pending(None);
+        self.quiet_until = None;
+        let outcome = match answer.units {
+            0 => "empty",
+            n if n > 0 => {
+                item.add_leased(n as u64);
+                "granted"
+            }
+            n => {
+                item.returned(n.unsigned_abs());
+                "returned"
+            }
+        };
+        self.metrics
+            .leases
+            .with_label_values(&[&self.shard_id, outcome])
+            .inc();
+        item.set_global(answer.available, answer.closed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_follow_the_rate_of_sale_within_bounds() {
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            chunk_size(0.0, second, 10, 1_000),
+            10,
+            "no demand: the least"
+        );
+        assert_eq!(chunk_size(250.0, second, 10, 1_000), 250);
+        assert_eq!(chunk_size(250.0, second / 2, 10, 1_000), 125);
+        assert_eq!(
+            chunk_size(1e9, second, 10, 1_000),
+            1_000,
+            "never above the most"
+        );
+    }
+}
