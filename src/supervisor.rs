@@ -139,8 +139,14 @@ pub async fn up(config: &Path) -> ExitCode {
         })
         .collect();
 
+    // Cells start from the resolved file while their ports are still unknown, and
+    // read it again once every cell has bound: then each knows where the others
+    // listen (the global zone, the cells it stands by for).
     let mut bound = HashMap::new();
-    let cells = match start_all(&cells, config, &settings, &mut bound).await {
+    let Ok(children_config) = write_resolved(&deploy, &bound, config, &resolved_path) else {
+        return ExitCode::FAILURE;
+    };
+    let cells = match start_all(&cells, &children_config, &settings, &mut bound).await {
         Ok(cells) => cells,
         Err(()) => return ExitCode::FAILURE,
     };
@@ -148,6 +154,11 @@ pub async fn up(config: &Path) -> ExitCode {
         Ok(path) => path,
         Err(()) => return stop_all(cells, &settings).await,
     };
+    if children_config != config {
+        for (_, running) in &cells {
+            let _ = kill(Pid::from_raw(running.pid as i32), Signal::SIGHUP);
+        }
+    }
     let routers = match start_all(&routers, &children_config, &settings, &mut bound).await {
         Ok(routers) => routers,
         Err(()) => return stop_all(cells, &settings).await,
@@ -314,11 +325,19 @@ fn write_resolved(
     resolved: &Path,
 ) -> Result<PathBuf, ()> {
     let mut deploy = deploy.clone();
-    let mut changed = false;
-    let mut fill = |text: &mut String, actual: SocketAddr| {
-        if text.parse::<SocketAddr>().is_ok_and(|a| a.port() == 0) {
+    let port_zero = |text: &str| text.parse::<SocketAddr>().is_ok_and(|a| a.port() == 0);
+    let any_port_zero = deploy.cells.iter().any(|c| {
+        port_zero(&c.listen) || port_zero(&c.admin) || c.advertise.as_deref().is_some_and(port_zero)
+    }) || deploy
+        .routers
+        .iter()
+        .any(|r| port_zero(&r.listen) || port_zero(&r.admin));
+    if !any_port_zero {
+        return Ok(original.to_owned());
+    }
+    let fill = |text: &mut String, actual: SocketAddr| {
+        if port_zero(text) {
             *text = actual.to_string();
-            changed = true;
         }
     };
     for cell in &mut deploy.cells {
@@ -339,9 +358,6 @@ fn write_resolved(
             fill(&mut router.listen, listen);
             fill(&mut router.admin, admin);
         }
-    }
-    if !changed {
-        return Ok(original.to_owned());
     }
     let text = match Topology::from_deploy(resolved.display().to_string(), deploy) {
         Ok(topology) => topology.to_toml(),

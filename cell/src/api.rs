@@ -77,8 +77,8 @@ pub struct ApiLimits {
 }
 
 pub struct Cell<S> {
-    /// Swapped on reload; a reload never moves a slot.
-    topology: ArcSwap<Topology>,
+    /// Swapped on reload; a reload never moves a slot. Shared with the lease keepers.
+    topology: Arc<ArcSwap<Topology>>,
     index: usize,
     /// This cell's own shard, served for the life of the process.
     own: Arc<Shard<S>>,
@@ -245,8 +245,10 @@ impl<S: Store + 'static> Cell<S> {
         };
         let retry_after = HeaderValue::from(topology.deploy().timeouts.retry_after_s);
         let own = Arc::new(own);
+        let topology = Arc::new(ArcSwap::new(topology));
         Shard::start_keeper(&own, &topology);
-        let lease_wait = topology
+        let topology_now = topology.load_full();
+        let lease_wait = topology_now
             .deploy()
             .global_zone
             .as_ref()
@@ -255,7 +257,7 @@ impl<S: Store + 'static> Cell<S> {
             lease_wait,
             orders: OrderMetrics::register(registry)?,
             retry_after,
-            topology: ArcSwap::new(topology),
+            topology,
             index,
             own,
             taken: ArcSwap::default(),
@@ -267,6 +269,11 @@ impl<S: Store + 'static> Cell<S> {
     /// The topology this cell serves by now.
     pub fn topology(&self) -> Arc<Topology> {
         self.topology.load_full()
+    }
+
+    /// The topology as reloads swap it.
+    pub fn topologies(&self) -> &Arc<ArcSwap<Topology>> {
+        &self.topology
     }
 
     /// Serves by `next` from now on, if it moves no slot (see
@@ -298,7 +305,7 @@ impl<S: Store + 'static> Cell<S> {
     /// Starts serving a dead cell's shard.
     pub fn install(&self, shard: Shard<S>) {
         let shard = Arc::new(shard);
-        Shard::start_keeper(&shard, &self.topology.load());
+        Shard::start_keeper(&shard, &self.topology);
         self.taken.rcu(|taken| {
             let mut taken = Vec::clone(taken);
             taken.push(shard.clone());

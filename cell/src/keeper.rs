@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -86,25 +87,36 @@ struct Recorded {
 /// after a takeover), sticking to whichever answered last.
 struct GzClient {
     client: Client<HttpConnector, Full<Bytes>>,
-    addresses: Vec<SocketAddr>,
+    /// Addresses come from the topology at each call: a reload may fill them in.
+    topology: Arc<ArcSwap<Topology>>,
+    gz: usize,
     current: usize,
     timeout: Duration,
 }
 
 impl GzClient {
-    fn new(topology: &Topology, gz: usize, timeout: Duration) -> Self {
-        let cell = &topology.cells()[gz];
-        let mut addresses = vec![cell.advertise];
-        addresses.extend(cell.standby.map(|s| topology.cells()[s].advertise));
+    fn new(topology: Arc<ArcSwap<Topology>>, gz: usize, timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout));
         connector.set_nodelay(true);
         Self {
             client: Client::builder(TokioExecutor::new()).build(connector),
-            addresses,
+            topology,
+            gz,
             current: 0,
             timeout,
         }
+    }
+
+    /// The global zone's cell and its standby, where known (`ldc up` fills in
+    /// ports bound at start with a reload).
+    fn addresses(&self) -> Vec<SocketAddr> {
+        let topology = self.topology.load();
+        let cell = &topology.cells()[self.gz];
+        std::iter::once(cell.advertise)
+            .chain(cell.standby.map(|s| topology.cells()[s].advertise))
+            .filter(|address| address.port() != 0)
+            .collect()
     }
 
     /// Sends to each address in turn until one serves the global zone; returns
@@ -116,9 +128,10 @@ impl GzClient {
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), String> {
         let mut last = String::new();
-        for attempt in 0..self.addresses.len() {
-            let index = (self.current + attempt) % self.addresses.len();
-            let address = self.addresses[index];
+        let addresses = self.addresses();
+        for attempt in 0..addresses.len() {
+            let index = (self.current + attempt) % addresses.len();
+            let address = addresses[index];
             let request = Request::builder()
                 .method(method.clone())
                 .uri(format!("http://{address}{path}"))
@@ -206,12 +219,17 @@ pub struct Keeper {
 
 impl Keeper {
     /// The keeper of `shard`, if the deployment has a global zone.
-    pub fn new(topology: &Topology, shard_cell: usize, metrics: KeeperMetrics) -> Option<Self> {
+    pub fn new(
+        topologies: &Arc<ArcSwap<Topology>>,
+        shard_cell: usize,
+        metrics: KeeperMetrics,
+    ) -> Option<Self> {
+        let topology = topologies.load();
         let gz = topology.global_zone()?;
         let settings = topology.deploy().global_zone.clone()?;
         let timeout = Duration::from_millis(settings.request_timeout_ms);
         Some(Self {
-            client: GzClient::new(topology, gz, timeout),
+            client: GzClient::new(topologies.clone(), gz, timeout),
             settings,
             shard_id: topology.cells()[shard_cell].id.clone(),
             demand: HashMap::new(),
@@ -229,6 +247,11 @@ impl Keeper {
             let Some(shard) = shard.upgrade() else {
                 return;
             };
+            if self.client.addresses().is_empty() {
+                drop(shard);
+                tokio::time::sleep(poll).await;
+                continue;
+            }
             if Instant::now() >= next_poll {
                 self.poll(&stock).await;
                 next_poll = Instant::now() + poll;

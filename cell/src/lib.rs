@@ -96,7 +96,7 @@ async fn give_back<S: Store + 'static>(cell: &Cell<S>) {
         .collect();
     let all = async {
         for shard in shards {
-            shard.give_back(&topology).await;
+            shard.give_back(cell.topologies()).await;
         }
     };
     if tokio::time::timeout(bound, all).await.is_err() {

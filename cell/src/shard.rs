@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use ldc_topology::Topology;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
@@ -227,7 +228,7 @@ impl<S: Store + Clone> Shard<S> {
 impl<S: Store + 'static> Shard<S> {
     /// Starts the shard's lease keeper, if the deployment has a global zone. It ends
     /// by itself once the shard is dropped.
-    pub fn start_keeper(shard: &Arc<Self>, topology: &Topology) {
+    pub fn start_keeper(shard: &Arc<Self>, topology: &Arc<ArcSwap<Topology>>) {
         if let Some(keeper) = Keeper::new(topology, shard.cell, shard.metrics.keeper.clone()) {
             tokio::spawn(keeper.run(Arc::downgrade(shard), shard.stock.clone()));
         }
@@ -235,7 +236,7 @@ impl<S: Store + 'static> Shard<S> {
 
     /// Gives every unit of leased stock back to the global zone (graceful
     /// shutdown); what cannot be given back stays recorded here.
-    pub async fn give_back(&self, topology: &Topology) {
+    pub async fn give_back(&self, topology: &Arc<ArcSwap<Topology>>) {
         if let Some(mut keeper) = Keeper::new(topology, self.cell, self.metrics.keeper.clone()) {
             keeper.give_back(self).await;
         }

@@ -1,0 +1,291 @@
+//! The global zone end to end: one item's stock shared by four cells through leases,
+//! across SIGKILLs of a cell and of the global zone's host. Never oversold, not
+//! undersold, every lease accounted for on both sides.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::Cluster;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+const STOCK: u64 = 10_000;
+const ATTEMPTS: usize = 50_000;
+const CELLS: [&str; 4] = ["c1", "c2", "c3", "c4"];
+
+fn deploy(stock: u64) -> String {
+    format!(
+        "[global_zone]\ncell = \"c1\"\nlease_min = 10\nlease_max = 500\n\n\
+         [[items]]\nid = \"hot\"\nname = \"Hot phone\"\nprice = 100\nstock = {stock}\n"
+    )
+}
+
+async fn audit(cluster: &Cluster, cell: &str) -> Value {
+    let url = format!("http://{}/admin/audit", cluster.proc(cell).admin);
+    cluster
+        .client
+        .get(&url)
+        .await
+        .expect("audit answers")
+        .json()
+}
+
+async fn admin(cluster: &Cluster, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
+    let url = format!("http://{}{path}", cluster.proc("c1").admin);
+    let reply = cluster
+        .client
+        .send(method, &url, &[], Bytes::from(body.to_string()))
+        .await
+        .expect("global zone answers");
+    (reply.status, reply.json())
+}
+
+/// Funds every user through the router.
+async fn fund(cluster: &Cluster, users: &[String]) {
+    let mut tasks = JoinSet::new();
+    for user in users {
+        let (client, router, user) = (cluster.client.clone(), cluster.router_url(), user.clone());
+        tasks.spawn(async move {
+            let body = json!({"amount": 10_000_000, "request_id": "funding"}).to_string();
+            let url = format!("{router}/v1/users/{user}/deposits");
+            let reply = client
+                .send(Method::POST, &url, &[], Bytes::from(body))
+                .await
+                .expect("router answers");
+            assert_eq!(reply.status, StatusCode::CREATED, "deposit for {user}");
+        });
+    }
+    tasks.join_all().await;
+}
+
+#[tokio::test]
+async fn leased_stock_sells_exactly_once_across_kills_of_a_cell_and_the_global_zone_host() {
+    let mut cluster = Cluster::builder()
+        .cells(4)
+        .standbys()
+        .restart_backoff_ms(300)
+        .extra(&deploy(STOCK))
+        .spawn()
+        .await;
+    let users: Vec<String> = CELLS
+        .iter()
+        .flat_map(|cell| cluster.users_of(cell, 50))
+        .collect();
+    fund(&cluster, &users).await;
+
+    // 50,000 attempts, one unit each, from 64 buyers at a time; attempt n is user
+    // n % 200's, so every cell sees buyers until the end.
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::new(Notify::new());
+    let users = Arc::new(users);
+    let started = Instant::now();
+    let mut buyers = JoinSet::new();
+    for _ in 0..64 {
+        let (client, router) = (cluster.client.clone(), cluster.router_url());
+        let (next, done, progress, users) =
+            (next.clone(), done.clone(), progress.clone(), users.clone());
+        buyers.spawn(async move {
+            let mut statuses = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= ATTEMPTS {
+                    return statuses;
+                }
+                let user = &users[n % users.len()];
+                let body = json!({"item_id": "hot", "quantity": 1, "request_id": format!("b{n}")});
+                let url = format!("{router}/v1/users/{user}/orders");
+                let reply = client
+                    .send(Method::POST, &url, &[], Bytes::from(body.to_string()))
+                    .await;
+                statuses.push(reply.map(|r| r.status).ok());
+                done.fetch_add(1, Ordering::Relaxed);
+                progress.notify_waiters();
+            }
+        });
+    }
+    let reach = |target: usize| {
+        let (done, progress) = (done.clone(), progress.clone());
+        async move {
+            while done.load(Ordering::Relaxed) < target {
+                let notified = progress.notified();
+                if done.load(Ordering::Relaxed) >= target {
+                    break;
+                }
+                notified.await;
+            }
+        }
+    };
+    reach(ATTEMPTS / 10).await;
+    cluster.kill9("c3");
+    cluster.next_event_matching("restarted cell c3").await;
+    reach(ATTEMPTS / 4).await;
+    cluster.kill9("c1");
+    cluster.next_event_matching("restarted cell c1").await;
+    let statuses: Vec<Option<StatusCode>> = buyers.join_all().await.into_iter().flatten().collect();
+    let elapsed = started.elapsed();
+    assert_eq!(statuses.len(), ATTEMPTS);
+    let count = |status| statuses.iter().filter(|s| **s == Some(status)).count();
+    let confirmed = count(StatusCode::CREATED);
+    let sold_out = count(StatusCode::CONFLICT);
+    let unavailable = statuses.len() - confirmed - sold_out;
+    eprintln!(
+        "{ATTEMPTS} attempts in {elapsed:?}: {confirmed} confirmed, {sold_out} sold out, \
+         {unavailable} failed during the kills"
+    );
+    assert!(confirmed as u64 <= STOCK, "{confirmed} confirmed");
+    assert!(
+        (unavailable as u64) < STOCK / 2,
+        "{unavailable} attempts failed: more than the kills explain"
+    );
+
+    // Every cell back on its own shard, then the sale is closed: leftovers go back.
+    for cell in CELLS {
+        let user = cluster.users_of(cell, 1).remove(0);
+        cluster.wait_routed(&user, cell).await;
+    }
+    let (status, closed) = admin(&cluster, Method::POST, "/admin/items/hot/close", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{closed}");
+    assert_eq!(closed["closed"], true);
+    let gz_audit = format!("http://{}/admin/audit", cluster.proc("c1").admin);
+    cluster
+        .wait_json(&gz_audit, |audit| {
+            let hot = &audit["global_zone"]["hot"];
+            hot["cells"]
+                .as_object()
+                .is_some_and(|cells| cells.len() == CELLS.len())
+                && hot["available"].as_u64().zip(hot["held_by_cells"].as_u64()) == Some((0, STOCK))
+        })
+        .await;
+
+    let mut sold = 0;
+    let books = audit(&cluster, "c1").await["global_zone"]["hot"].clone();
+    for cell in CELLS {
+        let audit = audit(&cluster, cell).await;
+        assert_eq!(
+            audit["taken_over"],
+            json!({}),
+            "{cell} serves only its own shard"
+        );
+        let hot = &audit["ledger"]["items"]["hot"];
+        assert_eq!(
+            hot["sold"], hot["sold_by_orders"],
+            "{cell}: orders agree with stock"
+        );
+        assert_eq!(hot["lease_pending"], false, "{cell}");
+        assert_eq!(
+            hot["received"], books["cells"][cell]["held"],
+            "{cell}: what it holds by its ledger is what the global zone says it holds"
+        );
+        assert_eq!(
+            hot["leases"], books["cells"][cell]["leases"],
+            "{cell}: every lease on both sides"
+        );
+        assert_eq!(audit["ledger"]["net"], 0, "{cell}: money is conserved");
+        assert_eq!(audit["ledger"]["negative_balances"], 0, "{cell}");
+        sold += hot["sold"].as_u64().expect("sold");
+    }
+    assert_eq!(
+        sold, STOCK,
+        "demand exceeded stock: every unit sold, none twice"
+    );
+    assert!(
+        confirmed as u64 <= sold,
+        "every acknowledged order is in a ledger"
+    );
+}
+
+#[tokio::test]
+async fn items_are_created_on_a_running_cluster_and_closing_returns_unsold_units() {
+    let cluster = Cluster::builder()
+        .cells(2)
+        .extra(&deploy(100))
+        .spawn()
+        .await;
+    let new_item = json!({"name": "Sticker", "price": 150, "stock": 40});
+    let (status, created) = admin(
+        &cluster,
+        Method::PUT,
+        "/admin/items/sticker",
+        new_item.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["available"], 40);
+    let (status, _) = admin(&cluster, Method::PUT, "/admin/items/sticker", new_item).await;
+    assert_eq!(status, StatusCode::OK, "the same settings again");
+    let other = json!({"name": "Sticker", "price": 150, "stock": 41});
+    let (status, conflict) = admin(&cluster, Method::PUT, "/admin/items/sticker", other).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(conflict["error"]["code"], "item_exists");
+    for (body, field) in [
+        (json!({"name": "", "price": 1, "stock": 1}), "name"),
+        (json!({"name": "x", "price": 0, "stock": 1}), "price"),
+    ] {
+        let (status, refused) = admin(&cluster, Method::PUT, "/admin/items/bad", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(refused["error"]["field"], field);
+    }
+    let (status, _) = admin(&cluster, Method::PUT, "/admin/items/bad%20id", json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // A buyer of c2 gets the new item once c2 has polled the global zone.
+    let buyer = cluster.users_of("c2", 1).remove(0);
+    fund(&cluster, std::slice::from_ref(&buyer)).await;
+    let url = format!("{}/v1/users/{buyer}/orders", cluster.router_url());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        let body = json!({"item_id": "sticker", "quantity": 3, "request_id": "s1"});
+        let reply = cluster
+            .client
+            .send(Method::POST, &url, &[], Bytes::from(body.to_string()))
+            .await
+            .expect("router answers");
+        if reply.status != StatusCode::NOT_FOUND || Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.json());
+
+    // Closing: c2 gives back what it leased and did not sell; orders stop.
+    let (status, _) = admin(
+        &cluster,
+        Method::POST,
+        "/admin/items/sticker/close",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let gz_audit = format!("http://{}/admin/audit", cluster.proc("c1").admin);
+    cluster
+        .wait_json(&gz_audit, |audit| {
+            audit["global_zone"]["sticker"]["held_by_cells"] == 3
+        })
+        .await;
+    let books = &audit(&cluster, "c1").await["global_zone"]["sticker"];
+    assert_eq!(
+        books["available"], 37,
+        "unsold units are back in the global account"
+    );
+    let body = json!({"item_id": "sticker", "quantity": 1, "request_id": "s2"});
+    let reply = cluster
+        .client
+        .send(Method::POST, &url, &[], Bytes::from(body.to_string()))
+        .await
+        .expect("router answers");
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(reply.json()["error"]["code"], "sale_closed");
+    let (status, unknown) =
+        admin(&cluster, Method::POST, "/admin/items/nope/close", json!({})).await;
+    assert_eq!(
+        (status, &unknown["error"]["code"]),
+        (StatusCode::NOT_FOUND, &json!("unknown_item"))
+    );
+}
