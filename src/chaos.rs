@@ -269,6 +269,7 @@ async fn run(
         shards: shard_ids.clone(),
         hot: (hot.id.clone(), hot.price as i64),
         cold: (cold.id.clone(), cold.price as i64),
+        global_zone: topology.global_zone(),
         started: Instant::now(),
         stop: Default::default(),
         give_up_at: Mutex::new(None),

@@ -86,7 +86,7 @@ fn a_short_seeded_run_keeps_every_invariant() {
     }
     assert_eq!(
         report["invariants"].as_object().expect("invariants").len(),
-        6
+        7
     );
     let injected = report["schedule"]
         .as_array()

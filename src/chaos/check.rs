@@ -63,13 +63,14 @@ pub struct Violation {
 }
 
 /// The invariants, in the order of DESIGN.md.
-pub const INVARIANTS: [&str; 6] = [
+pub const INVARIANTS: [&str; 7] = [
     "no_oversell",
     "no_lost_acknowledgement",
     "exactly_once",
     "money_conserved",
     "single_owner",
     "replays_match",
+    "leases_accounted",
 ];
 
 /// Checks `writes` (every request id resolved to its first definitive outcome) and
@@ -159,6 +160,52 @@ pub fn check(
                     "{item}: buyers were told of {acknowledged} units, the ledgers sold {during_run} during the run"
                 ),
             );
+        }
+    }
+
+    // With a global zone: every unit is in the global account or held by a cell, and
+    // each cell holds by its ledger what the global zone says it holds (a lease the
+    // cell recorded and has not finished may be applied on the global side only).
+    for audit in state.audits.values() {
+        let Some(items) = audit["global_zone"].as_object() else {
+            continue;
+        };
+        for (item, books) in items {
+            let number = |v: &Value| v.as_u64().unwrap_or(0);
+            let (stock, available, held) = (
+                number(&books["stock"]),
+                number(&books["available"]),
+                number(&books["held_by_cells"]),
+            );
+            if stock != available + held {
+                violate(
+                    "leases_accounted",
+                    format!(
+                        "{item}: stock {stock} != {available} available + {held} held by cells"
+                    ),
+                );
+            }
+            for (cell, quota) in books["cells"].as_object().into_iter().flatten() {
+                let entry = &state.audits.get(cell).map(|a| &a["ledger"]["items"][item]);
+                let Some(entry) = entry else { continue };
+                let (received, leases) = (number(&entry["received"]), number(&entry["leases"]));
+                let (gz_held, gz_leases) = (number(&quota["held"]), number(&quota["leases"]));
+                let pending = entry["lease_pending"].as_bool().unwrap_or(false);
+                let agrees = if pending {
+                    gz_leases == leases || gz_leases == leases + 1
+                } else {
+                    gz_leases == leases && gz_held == received
+                };
+                if !agrees {
+                    violate(
+                        "leases_accounted",
+                        format!(
+                            "{cell}: {item}: its ledger has {received} units from {leases} leases \
+                             (pending: {pending}), the global zone {gz_held} from {gz_leases}"
+                        ),
+                    );
+                }
+            }
         }
     }
 
@@ -400,6 +447,29 @@ mod tests {
         assert!(
             !broken(&writes, &state).contains("single_owner"),
             "a takeover raises the epoch"
+        );
+    }
+
+    #[test]
+    fn a_lease_recorded_on_one_side_only_fails() {
+        let (writes, mut state) = run();
+        let c1 = state.audits.get_mut("c1").expect("c1");
+        c1["ledger"]["items"]["hot"]["received"] = json!(5);
+        c1["ledger"]["items"]["hot"]["leases"] = json!(1);
+        c1["global_zone"] = json!({"hot": {"stock": 10, "available": 5, "held_by_cells": 5,
+            "cells": {"c1": {"held": 5, "leases": 1}}}});
+        assert!(!broken(&writes, &state).contains("leases_accounted"));
+        let c1 = state.audits.get_mut("c1").expect("c1");
+        c1["global_zone"]["hot"]["cells"]["c1"] = json!({"held": 9, "leases": 2});
+        c1["global_zone"]["hot"]["held_by_cells"] = json!(9);
+        c1["global_zone"]["hot"]["available"] = json!(1);
+        assert!(broken(&writes, &state).contains("leases_accounted"));
+        state.audits.get_mut("c1").expect("c1")["global_zone"]["hot"]["available"] = json!(0);
+        let problems = check(&writes, &[], &state);
+        assert!(
+            problems
+                .iter()
+                .any(|v| v.detail.contains("stock 10 != 0 available"))
         );
     }
 

@@ -36,6 +36,9 @@ pub struct Plan {
     /// The hot and the cold item: id and unit price.
     pub hot: (String, i64),
     pub cold: (String, i64),
+    /// The shard of the global zone's host, if the deployment has one: a buyer
+    /// answered 503 `stock_unavailable` waited on it, not on their own shard.
+    pub global_zone: Option<usize>,
     pub started: Instant,
     /// Set when the run's time is up: workers finish the write in hand and stop.
     pub stop: AtomicBool,
@@ -252,11 +255,12 @@ async fn send(
 
 /// Counts an answer by outcome, and remembers failures for the blast radius.
 fn tally(record: &mut Record, plan: &Plan, shard: usize, reply: Option<&Reply>) {
+    let mut code = String::new();
     let outcome = match reply {
         None => "none".to_owned(),
         Some(r) if r.status < 400 => r.status.to_string(),
         Some(r) => {
-            let code = serde_json::from_slice::<serde_json::Value>(&r.body)
+            code = serde_json::from_slice::<serde_json::Value>(&r.body)
                 .ok()
                 .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
                 .unwrap_or_default();
@@ -264,6 +268,10 @@ fn tally(record: &mut Record, plan: &Plan, shard: usize, reply: Option<&Reply>) 
         }
     };
     if reply.is_none_or(|r| r.status >= 500) {
+        let shard = match plan.global_zone {
+            Some(gz) if code == "stock_unavailable" => gz,
+            _ => shard,
+        };
         record.failures.push(Failure {
             at_ms: plan.started.elapsed().as_millis() as u64,
             shard,
