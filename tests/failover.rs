@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use ldc::client::HttpClient;
 use nix::sys::signal::Signal;
-use serde_json::{Value, json};
+use serde_json::json;
 use support::{Cluster, EVENT_TIMEOUT};
 use tokio::task::JoinSet;
 
@@ -168,8 +168,7 @@ async fn assert_books(cluster: &Cluster, used: &[(String, u64)]) {
     }
     let mut deposited = 0;
     for cell in ["c1", "c2", "c3"] {
-        let url = format!("http://{}/admin/audit", cluster.proc(cell).admin);
-        let audit: Value = cluster.client.get(&url).await.expect("audit").json();
+        let audit = cluster.audit(cell).await;
         assert_eq!(audit["ledger"]["net"], 0, "{cell}: money is conserved");
         assert_eq!(audit["ledger"]["negative_balances"], 0, "{cell}");
         assert_eq!(

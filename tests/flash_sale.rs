@@ -49,33 +49,6 @@ async fn retry(cluster: &Cluster, attempt: &Attempt) -> Attempt {
     order(&cluster.client, &router, &attempt.user, &attempt.request_id).await
 }
 
-async fn deposit_all(cluster: &Cluster, users: &[String], amount: i64) {
-    let mut tasks = JoinSet::new();
-    for user in users {
-        let (client, router, user) = (cluster.client.clone(), cluster.router_url(), user.clone());
-        tasks.spawn(async move {
-            let body = json!({"amount": amount, "request_id": "funding"}).to_string();
-            let url = format!("{router}/v1/users/{user}/deposits");
-            let reply = client
-                .send(Method::POST, &url, &[], Bytes::from(body))
-                .await
-                .expect("router answers");
-            assert_eq!(reply.status, StatusCode::CREATED, "deposit for {user}");
-        });
-    }
-    tasks.join_all().await;
-}
-
-async fn audit(cluster: &Cluster, cell: &str) -> Value {
-    let url = format!("http://{}/admin/audit", cluster.proc(cell).admin);
-    cluster
-        .client
-        .get(&url)
-        .await
-        .expect("audit answers")
-        .json()
-}
-
 #[tokio::test]
 async fn thousands_of_concurrent_orders_sell_exactly_the_stock() {
     let cluster = Cluster::builder().cells(3).extra(&item(60)).spawn().await;
@@ -83,7 +56,7 @@ async fn thousands_of_concurrent_orders_sell_exactly_the_stock() {
         .iter()
         .flat_map(|c| cluster.users_of(c, 60))
         .collect();
-    deposit_all(&cluster, &users, 10_000).await;
+    cluster.deposit_all(&users, 10_000).await;
 
     let gate = Arc::new(Semaphore::new(256));
     let mut tasks = JoinSet::new();
@@ -115,7 +88,7 @@ async fn thousands_of_concurrent_orders_sell_exactly_the_stock() {
         "every other attempt is sold_out"
     );
     for cell in ["c1", "c2", "c3"] {
-        let audit = audit(&cluster, cell).await;
+        let audit = cluster.audit(cell).await;
         let hot = &audit["ledger"]["items"]["hot"];
         assert_eq!(hot["received"], 20, "{cell}: its weight's share");
         assert_eq!(hot["sold"], 20, "{cell}: sold its whole share");
@@ -139,7 +112,7 @@ async fn a_cell_killed_under_orders_loses_nothing_acknowledged_and_applies_nothi
         .spawn()
         .await;
     let victims = cluster.users_of("c2", 40);
-    deposit_all(&cluster, &victims, 1_000_000).await;
+    cluster.deposit_all(&victims, 1_000_000).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let confirmed = Arc::new(AtomicUsize::new(0));
@@ -256,7 +229,7 @@ async fn a_cell_killed_under_orders_loses_nothing_acknowledged_and_applies_nothi
         attempts.len(),
         "each request id became exactly one order"
     );
-    let audit = audit(&cluster, "c2").await;
+    let audit = cluster.audit("c2").await;
     let hot = &audit["ledger"]["items"]["hot"];
     assert_eq!(
         hot["sold"].as_u64(),

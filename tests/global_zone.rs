@@ -26,16 +26,6 @@ fn deploy(stock: u64) -> String {
     )
 }
 
-async fn audit(cluster: &Cluster, cell: &str) -> Value {
-    let url = format!("http://{}/admin/audit", cluster.proc(cell).admin);
-    cluster
-        .client
-        .get(&url)
-        .await
-        .expect("audit answers")
-        .json()
-}
-
 async fn admin(cluster: &Cluster, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
     let url = format!("http://{}{path}", cluster.proc("c1").admin);
     let reply = cluster
@@ -44,24 +34,6 @@ async fn admin(cluster: &Cluster, method: Method, path: &str, body: Value) -> (S
         .await
         .expect("global zone answers");
     (reply.status, reply.json())
-}
-
-/// Funds every user through the router.
-async fn fund(cluster: &Cluster, users: &[String]) {
-    let mut tasks = JoinSet::new();
-    for user in users {
-        let (client, router, user) = (cluster.client.clone(), cluster.router_url(), user.clone());
-        tasks.spawn(async move {
-            let body = json!({"amount": 10_000_000, "request_id": "funding"}).to_string();
-            let url = format!("{router}/v1/users/{user}/deposits");
-            let reply = client
-                .send(Method::POST, &url, &[], Bytes::from(body))
-                .await
-                .expect("router answers");
-            assert_eq!(reply.status, StatusCode::CREATED, "deposit for {user}");
-        });
-    }
-    tasks.join_all().await;
 }
 
 #[tokio::test]
@@ -77,7 +49,7 @@ async fn leased_stock_sells_exactly_once_across_kills_of_a_cell_and_the_global_z
         .iter()
         .flat_map(|cell| cluster.users_of(cell, 50))
         .collect();
-    fund(&cluster, &users).await;
+    cluster.deposit_all(&users, 10_000_000).await;
 
     // 50,000 attempts, one unit each, from 64 buyers at a time; attempt n is user
     // n % 200's, so every cell sees buyers until the end.
@@ -153,7 +125,7 @@ async fn leased_stock_sells_exactly_once_across_kills_of_a_cell_and_the_global_z
     let (status, closed) = admin(&cluster, Method::POST, "/admin/items/hot/close", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{closed}");
     assert_eq!(closed["closed"], true);
-    let gz_audit = format!("http://{}/admin/audit", cluster.proc("c1").admin);
+    let gz_audit = cluster.audit_url("c1");
     cluster
         .wait_json(&gz_audit, |audit| {
             let hot = &audit["global_zone"]["hot"];
@@ -165,9 +137,9 @@ async fn leased_stock_sells_exactly_once_across_kills_of_a_cell_and_the_global_z
         .await;
 
     let mut sold = 0;
-    let books = audit(&cluster, "c1").await["global_zone"]["hot"].clone();
+    let books = cluster.audit("c1").await["global_zone"]["hot"].clone();
     for cell in CELLS {
-        let audit = audit(&cluster, cell).await;
+        let audit = cluster.audit(cell).await;
         assert_eq!(
             audit["taken_over"],
             json!({}),
@@ -237,7 +209,9 @@ async fn items_are_created_on_a_running_cluster_and_closing_returns_unsold_units
 
     // A buyer of c2 gets the new item once c2 has polled the global zone.
     let buyer = cluster.users_of("c2", 1).remove(0);
-    fund(&cluster, std::slice::from_ref(&buyer)).await;
+    cluster
+        .deposit_all(std::slice::from_ref(&buyer), 10_000_000)
+        .await;
     let url = format!("{}/v1/users/{buyer}/orders", cluster.router_url());
     let deadline = Instant::now() + Duration::from_secs(10);
     let reply = loop {
@@ -263,13 +237,13 @@ async fn items_are_created_on_a_running_cluster_and_closing_returns_unsold_units
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let gz_audit = format!("http://{}/admin/audit", cluster.proc("c1").admin);
+    let gz_audit = cluster.audit_url("c1");
     cluster
         .wait_json(&gz_audit, |audit| {
             audit["global_zone"]["sticker"]["held_by_cells"] == 3
         })
         .await;
-    let books = &audit(&cluster, "c1").await["global_zone"]["sticker"];
+    let books = &cluster.audit("c1").await["global_zone"]["sticker"];
     assert_eq!(
         books["available"], 37,
         "unsold units are back in the global account"

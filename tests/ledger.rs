@@ -162,12 +162,7 @@ async fn deposits_transfers_and_orders_keep_the_books() {
         (Some(15), Some(2))
     );
 
-    let audit = cluster
-        .client
-        .get(&format!("http://{}/admin/audit", cluster.proc("c1").admin))
-        .await
-        .expect("audit")
-        .json();
+    let audit = cluster.audit("c1").await;
     assert_eq!(audit["ledger"]["net"], 0);
     assert_eq!(audit["ledger"]["deposits"], 1_000);
     assert_eq!(audit["ledger"]["merchant_balance"], 500);

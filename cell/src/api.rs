@@ -754,7 +754,12 @@ impl<S: Store + 'static> Cell<S> {
                 price: item.price,
             },
         };
-        if !item.reserve(body.quantity) && !self.wait_for_lease(&item, body.quantity).await? {
+        let reserved = item.reserve(body.quantity)
+            || self
+                .wait_for_lease(&item, body.quantity)
+                .await
+                .inspect_err(|_| self.orders.failed.inc())?;
+        if !reserved {
             // Sold out here: answered from memory. A retry of an order that was
             // confirmed still gets its first answer.
             let replay = shard.stock.confirmed_reply(

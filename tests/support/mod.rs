@@ -314,6 +314,42 @@ impl Cluster {
     pub fn data_dir(&self) -> &Path {
         &self.data
     }
+
+    /// `url` of a cell's `/admin/audit`.
+    pub fn audit_url(&self, cell: &str) -> String {
+        format!("http://{}/admin/audit", self.proc(cell).admin)
+    }
+
+    /// A cell's `/admin/audit`: its books recomputed from the ledger.
+    pub async fn audit(&self, cell: &str) -> serde_json::Value {
+        self.client
+            .get(&self.audit_url(cell))
+            .await
+            .expect("audit answers")
+            .json()
+    }
+
+    /// Deposits `amount` for every user through the router (request id `funding`).
+    pub async fn deposit_all(&self, users: &[String], amount: i64) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for user in users {
+            let (client, router, user) = (self.client.clone(), self.router_url(), user.clone());
+            tasks.spawn(async move {
+                let body = serde_json::json!({"amount": amount, "request_id": "funding"});
+                let url = format!("{router}/v1/users/{user}/deposits");
+                let reply = client
+                    .send(http::Method::POST, &url, &[], body.to_string().into())
+                    .await
+                    .expect("router answers");
+                assert_eq!(
+                    reply.status,
+                    http::StatusCode::CREATED,
+                    "deposit for {user}"
+                );
+            });
+        }
+        tasks.join_all().await;
+    }
 }
 
 /// Whether a process with this pid still exists.
