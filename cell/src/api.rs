@@ -1,15 +1,15 @@
 //! The cell's HTTP API: ownership check first, then the user's accounts, transfers
 //! and orders. Writes go through the group committer; reads use store snapshots.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::header::{ALLOW, CONTENT_LENGTH, HeaderValue, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use ldc_serve::{Body, Handler, json, json_error};
+use ldc_serve::{Body, Handler, json, json_bytes};
 use ldc_topology::{MAX_MONEY, Topology, is_valid_user_id, split_user_path};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 use serde::Deserialize;
@@ -26,8 +26,6 @@ use crate::store::Store;
 
 /// Default page size of list endpoints.
 const DEFAULT_PAGE: u32 = 20;
-
-static JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// Order outcomes counted by `ldc_cell_orders_total`.
 struct OrderMetrics {
@@ -68,6 +66,29 @@ impl OrderMetrics {
     }
 }
 
+/// `ldc_cell_requests_total{code}`, with each code's counter looked up once: on
+/// the sold-out fast path the label lookup was a visible share of the cell's CPU.
+struct RequestCounts {
+    family: IntCounterVec,
+    /// Indexed by status code minus 100.
+    by_code: Vec<OnceLock<IntCounter>>,
+}
+
+impl RequestCounts {
+    fn new(family: IntCounterVec) -> Self {
+        Self {
+            family,
+            by_code: (100..600).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    fn count(&self, status: StatusCode) {
+        let counter = self.by_code[usize::from(status.as_u16() - 100)]
+            .get_or_init(|| self.family.with_label_values(&[status.as_str()]));
+        counter.inc();
+    }
+}
+
 /// Request limits from the deploy file.
 #[derive(Debug, Clone, Copy)]
 pub struct ApiLimits {
@@ -89,7 +110,7 @@ pub struct Cell<S> {
     lease_wait: Option<Duration>,
     /// `Retry-After` of 503 answers.
     retry_after: HeaderValue,
-    requests: IntCounterVec,
+    requests: RequestCounts,
     orders: OrderMetrics,
 }
 
@@ -216,10 +237,7 @@ fn unsubmitted(err: SubmitError) -> CellError {
 
 /// A ledger answer as an HTTP response.
 fn raw_json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, JSON.clone());
-    response
+    json_bytes(status, Bytes::from(body))
 }
 
 impl<S: Store + 'static> Cell<S> {
@@ -262,7 +280,7 @@ impl<S: Store + 'static> Cell<S> {
             own,
             taken: ArcSwap::default(),
             limits,
-            requests,
+            requests: RequestCounts::new(requests),
         })
     }
 
@@ -762,15 +780,24 @@ impl<S: Store + 'static> Cell<S> {
         if !reserved {
             // Sold out here: answered from memory. A retry of an order that was
             // confirmed still gets its first answer.
-            let replay = shard.stock.confirmed_reply(
-                &request.user,
-                &request.request_id,
-                request.fingerprint(),
-            );
+            let replay = shard
+                .stock
+                .confirmed_reply(&request.user, &request.request_id, || request.fingerprint());
             self.orders.sold_out.inc();
             return match replay {
                 Some(body) => Ok(raw_json(StatusCode::CREATED, body)),
                 None if item.closed() => Err(CellError::SaleClosed(item.id.clone())),
+                // The flood after a sell-out: one answer, built once.
+                None if item.remaining() == 0 => {
+                    let body = item.sold_out_body.get_or_init(|| {
+                        CellError::SoldOut {
+                            item: item.id.clone(),
+                            remaining: 0,
+                        }
+                        .body()
+                    });
+                    Ok(json_bytes(StatusCode::CONFLICT, body.clone()))
+                }
                 None => Err(CellError::SoldOut {
                     item: item.id.clone(),
                     remaining: item.remaining(),
@@ -898,36 +925,27 @@ impl<S: Store> Handler for Cell<S> {
             .serve(req)
             .await
             .unwrap_or_else(|error| self.error_response(error));
-        self.requests
-            .with_label_values(&[response.status().as_str()])
-            .inc();
+        self.requests.count(response.status());
         response
     }
 }
 
 impl<S> Cell<S> {
     fn error_response(&self, error: CellError) -> Response<Body> {
-        {
-            if error.status().is_server_error() {
-                tracing::warn!(code = error.code(), cause = %error, "request failed");
-            }
-            let mut response = json_error(
-                error.status(),
-                error.code(),
-                error.to_string(),
-                error.details(),
-            );
-            if error.retry_safe() {
-                response
-                    .headers_mut()
-                    .insert(RETRY_AFTER, self.retry_after.clone());
-            }
-            if let CellError::MethodNotAllowed { allow, .. } = error {
-                response
-                    .headers_mut()
-                    .insert(ALLOW, HeaderValue::from_static(allow));
-            }
-            response
+        if error.status().is_server_error() {
+            tracing::warn!(code = error.code(), cause = %error, "request failed");
         }
+        let mut response = json_bytes(error.status(), error.body());
+        if error.retry_safe() {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, self.retry_after.clone());
+        }
+        if let CellError::MethodNotAllowed { allow, .. } = error {
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        response
     }
 }

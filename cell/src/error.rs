@@ -142,6 +142,11 @@ impl CellError {
         }
     }
 
+    /// The JSON error body: `code`, `message` and [`CellError::details`].
+    pub fn body(&self) -> bytes::Bytes {
+        ldc_serve::error_body(self.code(), self.to_string(), self.details())
+    }
+
     /// Whether the client may send the same request again later: the cell is
     /// overloaded or its store unreachable, not broken.
     pub fn retry_safe(&self) -> bool {

@@ -182,10 +182,7 @@ impl<S: Store + Clone> Shard<S> {
                 items.push((id, meta.name, meta.price, stock));
             }
         }
-        let confirmed = ledger::confirmed_orders(&mut snapshot)
-            .await?
-            .into_iter()
-            .collect();
+        let confirmed = ledger::confirmed_orders(&mut snapshot).await?;
         let stock = Arc::new(StockCache::new(
             items,
             confirmed,

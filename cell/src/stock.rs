@@ -12,9 +12,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use prometheus::{IntGauge, IntGaugeVec};
 use tokio::sync::Notify;
 
@@ -42,6 +43,8 @@ pub struct ItemStock {
     pub refilled: Notify,
     /// The shard's lease keeper, woken when the low-water mark is crossed.
     keeper: Arc<Notify>,
+    /// The 409 `sold_out` body for none left, built at the first sell-out.
+    pub sold_out_body: OnceLock<Bytes>,
     gauge: IntGauge,
 }
 
@@ -61,6 +64,7 @@ impl ItemStock {
             pending: Mutex::new(stock.pending.map(|p| (p.seq, p.units))),
             refilled: Notify::new(),
             keeper,
+            sold_out_body: OnceLock::new(),
             gauge,
         }
     }
@@ -167,10 +171,10 @@ impl ItemStock {
     }
 }
 
-/// Confirmed orders by (user, request id): fingerprint and reply. Lets a retry of a
-/// confirmed order get its first outcome even once the item is sold out, without
-/// touching the ledger. Bounded by the units this cell sells.
-type Confirmed = HashMap<(String, String), (u64, Vec<u8>)>;
+/// Confirmed orders by user, then request id: fingerprint and reply. Lets a retry of
+/// a confirmed order get its first outcome even once the item is sold out, without
+/// touching the ledger (or allocating a key). Bounded by the units this cell sells.
+type Confirmed = HashMap<String, HashMap<String, (u64, Vec<u8>)>>;
 
 /// An item as the stock cache is given it: id, name, price, and its ledger record.
 pub type ItemRecord = (String, String, i64, Stock);
@@ -191,19 +195,22 @@ impl StockCache {
     /// labelled by shard and item.
     pub fn new(
         items: Vec<ItemRecord>,
-        confirmed: Confirmed,
+        confirmed: impl IntoIterator<Item = ((String, String), (u64, Vec<u8>))>,
         gauges: &IntGaugeVec,
         shard: &str,
     ) -> Self {
         let cache = Self {
             items: ArcSwap::default(),
-            confirmed: RwLock::new(confirmed),
+            confirmed: RwLock::default(),
             gauges: gauges.clone(),
             shard: shard.to_owned(),
             wake: Arc::default(),
         };
         for item in items {
             cache.add(item);
+        }
+        for ((user, request_id), (fingerprint, body)) in confirmed {
+            cache.remember_confirmed(&user, &request_id, fingerprint, &body);
         }
         cache
     }
@@ -239,25 +246,27 @@ impl StockCache {
     }
 
     /// The recorded reply of a confirmed order with this fingerprint, if any.
+    /// `fingerprint` is computed only when the request id was confirmed.
     pub fn confirmed_reply(
         &self,
         user: &str,
         request_id: &str,
-        fingerprint: u64,
+        fingerprint: impl FnOnce() -> u64,
     ) -> Option<Vec<u8>> {
         let confirmed = self.confirmed.read().unwrap_or_else(|e| e.into_inner());
         confirmed
-            .get(&(user.to_owned(), request_id.to_owned()))
-            .filter(|(fp, _)| *fp == fingerprint)
+            .get(user)
+            .and_then(|requests| requests.get(request_id))
+            .filter(|(fp, _)| *fp == fingerprint())
             .map(|(_, body)| body.clone())
     }
 
     pub fn remember_confirmed(&self, user: &str, request_id: &str, fingerprint: u64, body: &[u8]) {
         let mut confirmed = self.confirmed.write().unwrap_or_else(|e| e.into_inner());
-        confirmed.insert(
-            (user.to_owned(), request_id.to_owned()),
-            (fingerprint, body.to_vec()),
-        );
+        confirmed
+            .entry(user.to_owned())
+            .or_default()
+            .insert(request_id.to_owned(), (fingerprint, body.to_vec()));
     }
 }
 

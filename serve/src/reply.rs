@@ -16,7 +16,12 @@ static JSON: HeaderValue = HeaderValue::from_static("application/json");
 pub fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     // Our own response types serialize infallibly (no maps with non-string keys).
     let body = serde_json::to_vec(value).unwrap_or_default();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    json_bytes(status, Bytes::from(body))
+}
+
+/// A response with `status` and a body that is JSON already.
+pub fn json_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -32,6 +37,15 @@ pub fn json_error(
     message: impl Into<String>,
     extra: impl IntoIterator<Item = (&'static str, Value)>,
 ) -> Response<Body> {
+    json_bytes(status, error_body(code, message, extra))
+}
+
+/// The body of [`json_error`], for an answer sent many times.
+pub fn error_body(
+    code: &str,
+    message: impl Into<String>,
+    extra: impl IntoIterator<Item = (&'static str, Value)>,
+) -> Bytes {
     let mut error = Map::new();
     error.insert("code".to_owned(), Value::from(code));
     error.insert("message".to_owned(), Value::from(message.into()));
@@ -40,7 +54,7 @@ pub fn json_error(
     }
     let mut body = Map::new();
     body.insert("error".to_owned(), Value::Object(error));
-    json(status, &body)
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
 /// An error and all its sources, `outer: inner: innermost`, for logs.
