@@ -263,3 +263,51 @@ async fn items_are_created_on_a_running_cluster_and_closing_returns_unsold_units
         (StatusCode::NOT_FOUND, &json!("unknown_item"))
     );
 }
+
+#[tokio::test]
+async fn units_idle_at_one_cell_are_recalled_for_buyers_at_another() {
+    let cluster = Cluster::builder().cells(2).extra(&deploy(60)).spawn().await;
+    let buyers = cluster.users_of("c1", 5);
+    cluster.deposit_all(&buyers, 10_000_000).await;
+    // Both cells lease a first chunk; only c1's users buy. Once the global account
+    // is empty, c2's unsold units must come back for them, before any close.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut confirmed = 0;
+    let mut n = 0;
+    while confirmed < 60 && Instant::now() < deadline {
+        n += 1;
+        let buyer = &buyers[n % buyers.len()];
+        let url = format!("{}/v1/users/{buyer}/orders", cluster.router_url());
+        let body = json!({"item_id": "hot", "quantity": 1, "request_id": format!("r{n}")});
+        let reply = cluster
+            .client
+            .send(Method::POST, &url, &[], Bytes::from(body.to_string()))
+            .await
+            .expect("router answers");
+        match reply.status {
+            StatusCode::CREATED => confirmed += 1,
+            StatusCode::CONFLICT | StatusCode::SERVICE_UNAVAILABLE => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("{other}: {:?}", reply.json()),
+        }
+    }
+    let state = cluster
+        .client
+        .get(&format!("{}/v1/gz/items", cluster.cell_url("c1")))
+        .await
+        .expect("global zone answers")
+        .json();
+    assert_eq!(
+        confirmed,
+        60,
+        "every unit sold to c1's buyers; global zone: {state}; c2: {}",
+        cluster.audit("c2").await
+    );
+    let c2 = cluster.audit("c2").await;
+    assert_eq!(c2["ledger"]["items"]["hot"]["sold"], 0);
+    assert_eq!(
+        c2["ledger"]["items"]["hot"]["received"], 0,
+        "c2 gave back what it leased and did not sell"
+    );
+}

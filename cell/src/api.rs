@@ -1,7 +1,8 @@
 //! The cell's HTTP API: ownership check first, then the user's accounts, transfers
 //! and orders. Writes go through the group committer; reads use store snapshots.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -110,6 +111,10 @@ pub struct Cell<S> {
     lease_wait: Option<Duration>,
     /// `Retry-After` of 503 answers.
     retry_after: HeaderValue,
+    /// While serving the global zone: when a cell last got less of an item than
+    /// it asked for. A hint, not a record: with the global account empty, it makes
+    /// polls recall units idle at other cells.
+    starving: Mutex<HashMap<String, Instant>>,
     requests: RequestCounts,
     orders: OrderMetrics,
 }
@@ -272,6 +277,7 @@ impl<S: Store + 'static> Cell<S> {
             .as_ref()
             .map(|gz| Duration::from_millis(gz.lease_wait_ms));
         Ok(Self {
+            starving: Mutex::default(),
             lease_wait,
             orders: OrderMetrics::register(registry)?,
             retry_after,
@@ -560,11 +566,21 @@ impl<S: Store + 'static> Cell<S> {
         let shard = self.gz_shard()?;
         match (req.method().clone(), req.uri().path()) {
             (Method::GET, "/v1/gz/items") => {
+                if let Some(wanting) = req.uri().query().and_then(|q| q.strip_prefix("wanting=")) {
+                    self.starve(wanting.split(','));
+                }
                 let mut snapshot = shard.store.snapshot().await?;
-                let items: Vec<_> = ledger::gz_items(&mut snapshot)
-                    .await?
+                let items = ledger::gz_items(&mut snapshot).await?;
+                let window = self.recall_window();
+                let starving = self.starving.lock().unwrap_or_else(|e| e.into_inner());
+                let items: Vec<_> = items
                     .iter()
-                    .map(|(id, item)| ledger::gz_item_json(id, item))
+                    .map(|(id, item)| {
+                        let mut state = ledger::gz_item_json(id, item);
+                        let recent = starving.get(id).is_some_and(|at| at.elapsed() < window);
+                        state["recall"] = value!(recent && item.available == 0 && !item.closed);
+                        state
+                    })
                     .collect();
                 Ok(json(StatusCode::OK, &value!({ "items": items })))
             }
@@ -588,6 +604,7 @@ impl<S: Store + 'static> Cell<S> {
                     .global_zone
                     .as_ref()
                     .map_or(1, |gz| gz.lease_min);
+                let (item_id, asked) = (body.item_id.clone(), body.units);
                 let write = ledger::Write::Stock(ledger::StockWrite::Grant {
                     item_id: body.item_id,
                     cell: body.cell,
@@ -597,6 +614,13 @@ impl<S: Store + 'static> Cell<S> {
                     lease_min,
                 });
                 let reply = Self::submit(&shard, write).await?;
+                let granted: serde_json::Value =
+                    serde_json::from_slice(&reply.body).unwrap_or_default();
+                // Less than asked: the global account ran dry for this cell.
+                let short = granted["units"].as_i64().is_some_and(|units| units < asked);
+                if asked > 0 && short && granted["closed"] == false {
+                    self.starve([item_id.as_str()]);
+                }
                 Ok(raw_json(reply.status, reply.body))
             }
             (method, "/v1/gz/items" | "/v1/gz/leases") => Err(CellError::MethodNotAllowed {
@@ -609,6 +633,28 @@ impl<S: Store + 'static> Cell<S> {
             }),
             (_, path) => Err(CellError::NotFound(path.to_owned())),
         }
+    }
+
+    /// Notes that a cell wants more of these items than it could get.
+    fn starve<'i>(&self, items: impl IntoIterator<Item = &'i str>) {
+        let mut starving = self.starving.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        for item in items.into_iter().filter(|id| is_valid_user_id(id)) {
+            starving.insert(item.to_owned(), now);
+        }
+    }
+
+    /// How long after a cell found an item's global account empty polls recall
+    /// idle units: a few polls, so every cell sees it once.
+    fn recall_window(&self) -> Duration {
+        let poll = self
+            .topology
+            .load()
+            .deploy()
+            .global_zone
+            .as_ref()
+            .map_or(0, |gz| gz.poll_ms);
+        Duration::from_millis(poll.saturating_mul(4))
     }
 
     /// `PUT /admin/items/{item_id}` and `POST /admin/items/{item_id}/close`, on the
@@ -772,11 +818,12 @@ impl<S: Store + 'static> Cell<S> {
                 price: item.price,
             },
         };
-        let reserved = item.reserve(body.quantity)
-            || self
-                .wait_for_lease(&item, body.quantity)
+        let reserved = item.reserve(body.quantity) || {
+            item.unmet_order();
+            self.wait_for_lease(&item, body.quantity)
                 .await
-                .inspect_err(|_| self.orders.failed.inc())?;
+                .inspect_err(|_| self.orders.failed.inc())?
+        };
         if !reserved {
             // Sold out here: answered from memory. A retry of an order that was
             // confirmed still gets its first answer.

@@ -47,6 +47,14 @@ struct Demand {
     rate: f64,
     /// The last chunk asked for.
     last_chunk: u64,
+    /// Units taken at the last poll: unchanged means no sale in between.
+    taken_at_poll: u64,
+    /// Unmet orders at the last poll: more now means demand the global zone
+    /// should hear of.
+    unmet_at_poll: u64,
+    /// After units were recalled: (taken, unmet) then. No lease until either
+    /// grows, so recalled units are not leased straight back.
+    held_back: Option<(u64, u64)>,
 }
 
 /// The keeper's metrics, children of the process's per-shard families.
@@ -69,6 +77,10 @@ struct GzItemState {
     /// Units of the lease (absent in a poll).
     #[serde(default)]
     units: i64,
+    /// In a poll: another cell ran out and nothing is left to lease; a cell
+    /// holding units it does not sell gives them back.
+    #[serde(default)]
+    recall: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,8 +184,14 @@ impl GzClient {
         Err(last)
     }
 
-    async fn items(&mut self) -> Result<Vec<GzItemState>, String> {
-        let (status, body) = self.call(Method::GET, "/v1/gz/items", None).await?;
+    /// The global zone's items; `wanting` names items this shard turned buyers
+    /// away for since its last poll (the global zone then recalls idle units).
+    async fn items(&mut self, wanting: &[String]) -> Result<Vec<GzItemState>, String> {
+        let path = match wanting {
+            [] => "/v1/gz/items".to_owned(),
+            items => format!("/v1/gz/items?wanting={}", items.join(",")),
+        };
+        let (status, body) = self.call(Method::GET, &path, None).await?;
         if status != StatusCode::OK {
             return Err(format!("poll answered {status}"));
         }
@@ -253,7 +271,9 @@ impl Keeper {
                 continue;
             }
             if Instant::now() >= next_poll {
-                self.poll(&stock).await;
+                for idle in self.poll(&stock).await {
+                    self.give_back_item(&shard, &idle).await;
+                }
                 next_poll = Instant::now() + poll;
             }
             for item in stock.items() {
@@ -294,23 +314,49 @@ impl Keeper {
         self.quiet_until = Some(Instant::now() + Duration::from_millis(self.settings.poll_ms));
     }
 
-    async fn poll(&mut self, stock: &StockCache) {
-        match self.client.items().await {
-            Ok(items) => {
-                for state in items {
-                    stock.add((
-                        state.item_id.clone(),
-                        state.name,
-                        state.price,
-                        Stock::default(),
-                    ));
-                    if let Some(item) = stock.item(&state.item_id) {
-                        item.set_global(state.available, state.closed);
-                    }
+    /// Reads the global zone's items into the stock cache; returns the items
+    /// recalled that this shard holds and sold none of since the last poll.
+    async fn poll(&mut self, stock: &StockCache) -> Vec<Arc<ItemStock>> {
+        let mut wanting = Vec::new();
+        for item in stock.items() {
+            if let Some(demand) = self.demand.get_mut(&item.id) {
+                let unmet = item.unmet();
+                if unmet > demand.unmet_at_poll {
+                    wanting.push(item.id.clone());
+                }
+                demand.unmet_at_poll = unmet;
+            }
+        }
+        let items = match self.client.items(&wanting).await {
+            Ok(items) => items,
+            Err(cause) => {
+                self.failed("polling the global zone", &cause);
+                return Vec::new();
+            }
+        };
+        let mut idle = Vec::new();
+        for state in items {
+            stock.add((
+                state.item_id.clone(),
+                state.name,
+                state.price,
+                Stock::default(),
+            ));
+            let Some(item) = stock.item(&state.item_id) else {
+                continue;
+            };
+            item.set_global(state.available, state.closed);
+            let taken = item.received().saturating_sub(item.remaining());
+            if let Some(demand) = self.demand.get_mut(&item.id) {
+                let unsold = demand.taken_at_poll == taken;
+                demand.taken_at_poll = taken;
+                if state.recall && unsold && item.remaining() > 0 {
+                    demand.held_back = Some((taken, item.unmet()));
+                    idle.push(item);
                 }
             }
-            Err(cause) => self.failed("polling the global zone", &cause),
         }
+        idle
     }
 
     async fn keep<S: Store>(&mut self, shard: &Shard<S>, item: &ItemStock) {
@@ -326,7 +372,7 @@ impl Keeper {
         }
         let chunk = self.chunk(item);
         item.set_low_water(chunk / 2);
-        if item.exhausted() || !item.low() || self.quiet() {
+        if item.exhausted() || !item.low() || self.quiet() || self.held_back(item) {
             return;
         }
         if let Some(demand) = self.demand.get_mut(&item.id) {
@@ -334,6 +380,24 @@ impl Keeper {
         }
         if let Some((seq, units)) = self.begin(shard, item, chunk as i64).await {
             self.finish(shard, item, seq, units).await;
+        }
+    }
+
+    /// Whether `item`'s units were recalled and nobody has wanted it here since.
+    fn held_back(&mut self, item: &ItemStock) -> bool {
+        let Some(demand) = self.demand.get_mut(&item.id) else {
+            return false;
+        };
+        let now = (
+            item.received().saturating_sub(item.remaining()),
+            item.unmet(),
+        );
+        match demand.held_back {
+            Some(then) if then == now => true,
+            _ => {
+                demand.held_back = None;
+                false
+            }
         }
     }
 
@@ -347,6 +411,9 @@ impl Keeper {
             taken,
             rate: 0.0,
             last_chunk: 0,
+            taken_at_poll: taken,
+            unmet_at_poll: item.unmet(),
+            held_back: None,
         });
         let elapsed = now.duration_since(demand.since);
         if elapsed >= RATE_WINDOW {

@@ -45,6 +45,9 @@ pub struct ItemStock {
     keeper: Arc<Notify>,
     /// The 409 `sold_out` body for none left, built at the first sell-out.
     pub sold_out_body: OnceLock<Bytes>,
+    /// Orders that found too few units here: demand the keeper and, through it,
+    /// the global zone hear of.
+    unmet: AtomicU64,
     gauge: IntGauge,
 }
 
@@ -65,6 +68,7 @@ impl ItemStock {
             refilled: Notify::new(),
             keeper,
             sold_out_body: OnceLock::new(),
+            unmet: AtomicU64::new(0),
             gauge,
         }
     }
@@ -101,6 +105,16 @@ impl ItemStock {
         if exhausted != was || closed != was_closed {
             self.refilled.notify_waiters();
         }
+    }
+
+    /// Counts an order that found too few units, and wakes the keeper.
+    pub fn unmet_order(&self) {
+        self.unmet.fetch_add(1, Ordering::Relaxed);
+        self.keeper.notify_one();
+    }
+
+    pub fn unmet(&self) -> u64 {
+        self.unmet.load(Ordering::Relaxed)
     }
 
     pub fn set_low_water(&self, units: u64) {
