@@ -819,7 +819,9 @@ impl<S: Store + 'static> Cell<S> {
             },
         };
         let reserved = item.reserve(body.quantity) || {
-            item.unmet_order();
+            if self.lease_wait.is_some() {
+                item.unmet_order();
+            }
             self.wait_for_lease(&item, body.quantity)
                 .await
                 .inspect_err(|_| self.orders.failed.inc())?

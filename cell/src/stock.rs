@@ -107,10 +107,13 @@ impl ItemStock {
         }
     }
 
-    /// Counts an order that found too few units, and wakes the keeper.
+    /// Counts an order that found too few units, and wakes the keeper if a lease
+    /// could help (a flood of buyers after a sell-out everywhere wakes nobody).
     pub fn unmet_order(&self) {
         self.unmet.fetch_add(1, Ordering::Relaxed);
-        self.keeper.notify_one();
+        if !self.exhausted() {
+            self.keeper.notify_one();
+        }
     }
 
     pub fn unmet(&self) -> u64 {
