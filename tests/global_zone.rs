@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use serde_json::{Value, json};
 use support::Cluster;
 use tokio::sync::Notify;
@@ -310,4 +312,30 @@ async fn units_idle_at_one_cell_are_recalled_for_buyers_at_another() {
         c2["ledger"]["items"]["hot"]["received"], 0,
         "c2 gave back what it leased and did not sell"
     );
+}
+
+#[tokio::test]
+async fn a_cell_stopping_gracefully_gives_its_units_back_first() {
+    let mut cluster = Cluster::builder()
+        .cells(2)
+        .restart_backoff_ms(10_000)
+        .extra(&deploy(100))
+        .spawn()
+        .await;
+    // Each cell leases a first chunk as soon as it knows where the global zone is.
+    cluster
+        .wait_json(&cluster.audit_url("c1"), |audit| {
+            audit["global_zone"]["hot"]["cells"]["c2"]["held"].as_u64() > Some(0)
+        })
+        .await;
+    let c2 = Pid::from_raw(cluster.proc("c2").pid as i32);
+    kill(c2, Signal::SIGTERM).expect("SIGTERM c2");
+    cluster.next_event_matching("exited").await;
+    let books = &cluster.audit("c1").await["global_zone"]["hot"];
+    assert_eq!(
+        books["cells"]["c2"]["held"], 0,
+        "c2 gave back before it stopped: {books}"
+    );
+    let held_by_c1 = books["cells"]["c1"]["held"].as_u64().unwrap_or(0);
+    assert_eq!(books["available"].as_u64(), Some(100 - held_by_c1));
 }

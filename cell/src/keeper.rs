@@ -270,6 +270,7 @@ impl Keeper {
                 tokio::time::sleep(poll).await;
                 continue;
             }
+            let keeping = stock.keeping.lock().await;
             if Instant::now() >= next_poll {
                 for idle in self.poll(&stock).await {
                     self.give_back_item(&shard, &idle).await;
@@ -279,7 +280,7 @@ impl Keeper {
             for item in stock.items() {
                 self.keep(&shard, &item).await;
             }
-            drop(shard);
+            drop((keeping, shard));
             tokio::select! {
                 () = stock.wake.notified() => {}
                 () = tokio::time::sleep_until(next_poll.into()) => {}
@@ -291,6 +292,7 @@ impl Keeper {
     /// shutdown): units stay at this cell, durable, when the global zone is out of
     /// reach.
     pub async fn give_back<S: Store>(&mut self, shard: &Shard<S>) {
+        let _keeping = shard.stock.keeping.lock().await;
         for item in shard.stock.items() {
             if let Some((seq, units)) = item.pending() {
                 self.finish(shard, &item, seq, units).await;
@@ -506,7 +508,13 @@ impl Keeper {
             units: answer.units,
         });
         match shard.committer.submit(write).await {
-            Ok(Ok(reply)) if reply.status.is_success() => {}
+            Ok(Ok(reply)) if reply.applied => {}
+            // Finished already (only one keeper works a shard at a time, so this is
+            // a lease a crash left half done): the units are in the cache.
+            Ok(Ok(reply)) if reply.status.is_success() => {
+                item.set_pending(None);
+                return;
+            }
             Ok(Ok(reply)) => {
                 tracing::error!(item = %item.id, seq, body = %String::from_utf8_lossy(&reply.body), "the ledger refused a lease answer");
                 return self.failed("recording a lease answer", "refused");

@@ -63,28 +63,34 @@ pub async fn run(
             let cell = open(&topology, index, store, &metrics, &registry).await?;
             let poll = Duration::from_millis(deploy.takeover.poll_ms);
             let standby = takeover::stand_by(cell.clone(), metrics, poll);
-            let served = tokio::select! {
-                served = serve(cell.clone(), listener, admin, registry, reloads, shutdown) => served,
-                () = standby => Ok(()),
+            let stopping = async {
+                shutdown.await;
+                give_back(&cell).await;
             };
-            give_back(&cell).await;
-            served
+            tokio::select! {
+                served = serve(cell.clone(), listener, admin, registry, reloads, stopping) => served,
+                () = standby => Ok(()),
+            }
         }
         LedgerBackend::Tikv => {
             let prefix = store::tikv::key_prefix(&deploy.name, id);
             let timeout = Duration::from_millis(deploy.ledger.op_timeout_ms);
             let store = TikvStore::connect(&deploy.ledger.pd_endpoints, prefix, timeout).await?;
             let cell = open(&topology, index, store, &metrics, &registry).await?;
-            let served = serve(cell.clone(), listener, admin, registry, reloads, shutdown).await;
-            give_back(&cell).await;
-            served
+            let stopping = async {
+                shutdown.await;
+                give_back(&cell).await;
+            };
+            serve(cell.clone(), listener, admin, registry, reloads, stopping).await
         }
     }
 }
 
-/// On a graceful stop, every shard this cell serves gives its leased units back to
-/// the global zone, within twice its request timeout; what is not given back stays
-/// recorded here and is sold after the next start.
+/// On a graceful stop, before it drains, every shard this cell serves gives its
+/// leased units back to the global zone, within twice its request timeout; what is
+/// not given back stays recorded here and is sold after the next start. The
+/// listener is still open meanwhile, so the global zone's own host (and others
+/// stopping with it) can still be reached.
 async fn give_back<S: Store + 'static>(cell: &Cell<S>) {
     let topology = cell.topology();
     let Some(gz) = &topology.deploy().global_zone else {

@@ -205,6 +205,9 @@ pub struct StockCache {
     shard: String,
     /// Wakes the shard's lease keeper (an order went below the low-water mark).
     pub wake: Arc<Notify>,
+    /// Held by whoever works the shard's leases (its keeper, or the give-back at
+    /// shutdown), so two never record answers to one lease.
+    pub keeping: tokio::sync::Mutex<()>,
 }
 
 impl StockCache {
@@ -222,6 +225,7 @@ impl StockCache {
             gauges: gauges.clone(),
             shard: shard.to_owned(),
             wake: Arc::default(),
+            keeping: tokio::sync::Mutex::new(()),
         };
         for item in items {
             cache.add(item);
