@@ -368,3 +368,60 @@ async fn children_stop_when_the_supervisor_is_killed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Sends `chunks` as one chunked POST straight to a cell; returns the status and
+/// the raw response.
+async fn post_chunked(
+    address: std::net::SocketAddr,
+    path: &str,
+    chunks: &[Vec<u8>],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nhost: cell\r\ncontent-type: application/json\r\n\
+         transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for chunk in chunks {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    // Written in two parts, so the body really arrives in more than one read.
+    let (head, tail) = request.split_at(request.len() / 2);
+    stream.write_all(head).await.expect("write");
+    stream.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    stream.write_all(tail).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+#[tokio::test]
+async fn a_cell_reads_bodies_that_come_in_pieces_and_bounds_them() {
+    let cluster = Cluster::builder().cells(1).spawn().await;
+    let cell = cluster.proc("c1").listen;
+    let user = cluster.users_of("c1", 1).remove(0);
+    let path = format!("/v1/users/{user}/deposits");
+    let pieces = [
+        b"{\"amount\": 5,".to_vec(),
+        b" \"request_id\": \"c1\"}".to_vec(),
+    ];
+    let (status, response) = post_chunked(cell, &path, &pieces).await;
+    assert_eq!(status, 201, "{response}");
+    assert!(response.contains("\"balance\":5"), "{response}");
+    let big = vec![vec![b' '; 40 * 1024], vec![b' '; 40 * 1024]];
+    let (status, response) = post_chunked(cell, &path, &big).await;
+    assert_eq!(status, 413, "{response}");
+    assert!(response.contains("body_too_large"), "{response}");
+}

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_LENGTH, HeaderValue, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use ldc_serve::{Body, Handler, json, json_bytes};
 use ldc_topology::{MAX_MONEY, Topology, is_valid_user_id, split_user_path};
@@ -404,20 +405,28 @@ impl<S: Store + 'static> Cell<S> {
         if declared.is_some_and(|len| len > max) {
             return Err(CellError::BodyTooLarge(max));
         }
-        let bytes = Limited::new(req.into_body(), max as usize)
-            .collect()
-            .await
-            .map_err(|err| {
-                if err.is::<LengthLimitError>() {
-                    CellError::BodyTooLarge(max)
-                } else {
-                    CellError::InvalidBody {
-                        field: None,
-                        message: format!("cannot read the body: {err}"),
-                    }
+        let mut body = Limited::new(req.into_body(), max as usize);
+        let unreadable = |err: Box<dyn std::error::Error + Send + Sync>| {
+            if err.is::<LengthLimitError>() {
+                CellError::BodyTooLarge(max)
+            } else {
+                CellError::InvalidBody {
+                    field: None,
+                    message: format!("cannot read the body: {err}"),
                 }
-            })?
-            .to_bytes();
+            }
+        };
+        // Most bodies arrive in one frame: take it as it is.
+        let first = match body.frame().await {
+            Some(frame) => frame.map_err(unreadable)?.into_data().unwrap_or_default(),
+            None => Bytes::new(),
+        };
+        let bytes = if body.is_end_stream() {
+            first
+        } else {
+            let rest = body.collect().await.map_err(unreadable)?.to_bytes();
+            [first, rest].concat().into()
+        };
         serde_json::from_slice(&bytes).map_err(|err| CellError::InvalidBody {
             field: None,
             message: format!("invalid JSON body: {err}"),
