@@ -23,7 +23,7 @@ use crate::committer::SubmitError;
 use crate::error::CellError;
 use crate::ledger::{self, Command, keys};
 use crate::shard::Shard;
-use crate::stock::ItemStock;
+use crate::stock::{ItemStock, StockCache};
 use crate::store::Store;
 
 /// Default page size of list endpoints.
@@ -575,11 +575,15 @@ impl<S: Store + 'static> Cell<S> {
         let shard = self.gz_shard()?;
         match (req.method().clone(), req.uri().path()) {
             (Method::GET, "/v1/gz/items") => {
-                if let Some(wanting) = req.uri().query().and_then(|q| q.strip_prefix("wanting=")) {
-                    self.starve(wanting.split(','));
-                }
                 let mut snapshot = shard.store.snapshot().await?;
                 let items = ledger::gz_items(&mut snapshot).await?;
+                if let Some(wanting) = req.uri().query().and_then(|q| q.strip_prefix("wanting=")) {
+                    // Only items that exist: the map stays as small as the catalogue.
+                    let known = wanting
+                        .split(',')
+                        .filter(|id| items.iter().any(|(known, _)| known == id));
+                    self.starve(known);
+                }
                 let window = self.recall_window();
                 let starving = self.starving.lock().unwrap_or_else(|e| e.into_inner());
                 let items: Vec<_> = items
@@ -646,9 +650,11 @@ impl<S: Store + 'static> Cell<S> {
 
     /// Notes that a cell wants more of these items than it could get.
     fn starve<'i>(&self, items: impl IntoIterator<Item = &'i str>) {
+        let window = self.recall_window();
         let mut starving = self.starving.lock().unwrap_or_else(|e| e.into_inner());
+        starving.retain(|_, at| at.elapsed() < window);
         let now = Instant::now();
-        for item in items.into_iter().filter(|id| is_valid_user_id(id)) {
+        for item in items {
             starving.insert(item.to_owned(), now);
         }
     }
@@ -831,7 +837,7 @@ impl<S: Store + 'static> Cell<S> {
             if self.lease_wait.is_some() {
                 item.unmet_order();
             }
-            self.wait_for_lease(&item, body.quantity)
+            self.wait_for_lease(&shard.stock, &item, body.quantity)
                 .await
                 .inspect_err(|_| self.orders.failed.inc())?
         };
@@ -887,8 +893,14 @@ impl<S: Store + 'static> Cell<S> {
 
     /// With a global zone, a buyer who found no unit left waits for the lease in
     /// flight, unless the global zone said nothing is left to lease. `Ok(true)`: the
-    /// units are reserved; `Ok(false)`: sold out; 503 when the wait runs out.
-    async fn wait_for_lease(&self, item: &ItemStock, quantity: u32) -> Result<bool, CellError> {
+    /// units are reserved; `Ok(false)`: sold out; 503 when the wait runs out, or at
+    /// once when the shard is stopping (its units went back: no lease is coming).
+    async fn wait_for_lease(
+        &self,
+        stock: &StockCache,
+        item: &ItemStock,
+        quantity: u32,
+    ) -> Result<bool, CellError> {
         let Some(wait) = self.lease_wait else {
             return Ok(false);
         };
@@ -906,6 +918,9 @@ impl<S: Store + 'static> Cell<S> {
             }
             if item.exhausted() {
                 break Ok(false);
+            }
+            if stock.keeping_stopped() {
+                break Err(CellError::StockUnavailable(item.id.clone()));
             }
             if tokio::time::timeout_at(deadline, refilled).await.is_err() {
                 break Err(CellError::StockUnavailable(item.id.clone()));

@@ -55,6 +55,9 @@ struct Demand {
     /// After units were recalled: (taken, unmet) then. No lease until either
     /// grows, so recalled units are not leased straight back.
     held_back: Option<(u64, u64)>,
+    /// When this shard last told the global zone it wanted more of the item: a
+    /// recall then is for its sake, not from it.
+    wanted_at: Option<Instant>,
 }
 
 /// The keeper's metrics, children of the process's per-shard families.
@@ -271,6 +274,9 @@ impl Keeper {
                 continue;
             }
             let keeping = stock.keeping.lock().await;
+            if stock.keeping_stopped() {
+                return;
+            }
             if Instant::now() >= next_poll {
                 for idle in self.poll(&stock).await {
                     self.give_back_item(&shard, &idle).await;
@@ -293,12 +299,19 @@ impl Keeper {
     /// reach.
     pub async fn give_back<S: Store>(&mut self, shard: &Shard<S>) {
         let _keeping = shard.stock.keeping.lock().await;
+        // The running keeper stops at its next turn instead of leasing again.
+        shard.stock.stop_keeping();
         for item in shard.stock.items() {
             if let Some((seq, units)) = item.pending() {
                 self.finish(shard, &item, seq, units).await;
             }
             self.give_back_item(shard, &item).await;
         }
+    }
+
+    /// How long a recall lasts at the global zone (see the cell API): a few polls.
+    fn recall_window(&self) -> Duration {
+        Duration::from_millis(self.settings.poll_ms.saturating_mul(4))
     }
 
     fn quiet(&self) -> bool {
@@ -325,6 +338,7 @@ impl Keeper {
                 let unmet = item.unmet();
                 if unmet > demand.unmet_at_poll {
                     wanting.push(item.id.clone());
+                    demand.wanted_at = Some(Instant::now());
                 }
                 demand.unmet_at_poll = unmet;
             }
@@ -336,6 +350,7 @@ impl Keeper {
                 return Vec::new();
             }
         };
+        let window = self.recall_window();
         let mut idle = Vec::new();
         for state in items {
             stock.add((
@@ -352,7 +367,13 @@ impl Keeper {
             if let Some(demand) = self.demand.get_mut(&item.id) {
                 let unsold = demand.taken_at_poll == taken;
                 demand.taken_at_poll = taken;
-                if state.recall && unsold && item.remaining() > 0 {
+                let wanting_here = demand.wanted_at.is_some_and(|at| at.elapsed() < window);
+                if state.recall
+                    && unsold
+                    && !wanting_here
+                    && item.remaining() > 0
+                    && item.pending().is_none()
+                {
                     demand.held_back = Some((taken, item.unmet()));
                     idle.push(item);
                 }
@@ -416,6 +437,7 @@ impl Keeper {
             taken_at_poll: taken,
             unmet_at_poll: item.unmet(),
             held_back: None,
+            wanted_at: None,
         });
         let elapsed = now.duration_since(demand.since);
         if elapsed >= RATE_WINDOW {
@@ -439,18 +461,23 @@ impl Keeper {
     }
 
     async fn give_back_item<S: Store>(&mut self, shard: &Shard<S>, item: &ItemStock) {
+        if item.pending().is_some() {
+            // That lease first; its answer may be units this cell must hold.
+            return;
+        }
         let units = item.take_all();
         if units == 0 {
             return;
         }
         match self.begin(shard, item, -(units as i64)).await {
             Some((seq, units)) => self.finish(shard, item, seq, units).await,
-            None => item.release(units as u32),
+            None => item.release_units(units),
         }
     }
 
-    /// Records lease `units` in the shard's ledger; returns its number and units
-    /// (those of a lease already pending, if there was one).
+    /// Records lease `units` in the shard's ledger and returns its number, or
+    /// `None` when it was not recorded (another lease is pending: the cache learns
+    /// of it, and it is finished first).
     async fn begin<S: Store>(
         &mut self,
         shard: &Shard<S>,
@@ -470,7 +497,8 @@ impl Keeper {
             Ok(Ok(reply)) => reply,
             Ok(Err(err)) => {
                 self.failed("recording a lease", &err.to_string());
-                return None;
+                // The commit may have landed all the same: the ledger says.
+                return self.recorded(shard, item, units).await;
             }
             Err(err) => {
                 self.failed("recording a lease", &format!("{err:?}"));
@@ -483,7 +511,24 @@ impl Keeper {
         }
         let recorded: Recorded = serde_json::from_slice(&reply.body).ok()?;
         item.set_pending(Some((recorded.seq, recorded.units)));
-        Some((recorded.seq, recorded.units))
+        reply.applied.then_some((recorded.seq, recorded.units))
+    }
+
+    /// After a `Begin` whose outcome is unknown: the lease the ledger has pending,
+    /// if it is one of `units`; any other pending lease goes to the cache.
+    async fn recorded<S: Store>(
+        &mut self,
+        shard: &Shard<S>,
+        item: &ItemStock,
+        units: i64,
+    ) -> Option<(u64, i64)> {
+        let mut snapshot = shard.store.snapshot().await.ok()?;
+        let pending = crate::ledger::stock(&mut snapshot, &item.id)
+            .await
+            .ok()?
+            .pending?;
+        item.set_pending(Some((pending.seq, pending.units)));
+        (pending.units == units).then_some((pending.seq, pending.units))
     }
 
     /// Asks the global zone for lease `seq` (again, after a crash: it answers the
@@ -508,13 +553,11 @@ impl Keeper {
             units: answer.units,
         });
         match shard.committer.submit(write).await {
-            Ok(Ok(reply)) if reply.applied => {}
-            // Finished already (only one keeper works a shard at a time, so this is
-            // a lease a crash left half done): the units are in the cache.
-            Ok(Ok(reply)) if reply.status.is_success() => {
-                item.set_pending(None);
-                return;
-            }
+            // Recorded now, or by an earlier `Finish` whose commit was reported
+            // failed but landed: the cache still has it pending either way (one
+            // keeper works a shard at a time, and a restart rebuilds the cache from
+            // the ledger), so its units go to the cache now.
+            Ok(Ok(reply)) if reply.status.is_success() => {}
             Ok(Ok(reply)) => {
                 tracing::error!(item = %item.id, seq, body = %String::from_utf8_lossy(&reply.body), "the ledger refused a lease answer");
                 return self.failed("recording a lease answer", "refused");

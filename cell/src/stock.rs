@@ -140,8 +140,7 @@ impl ItemStock {
     /// Adds the units of a finished lease and wakes the buyers waiting for them.
     pub fn add_leased(&self, units: u64) {
         self.received.fetch_add(units, Ordering::AcqRel);
-        self.release_units(units as i64);
-        self.refilled.notify_waiters();
+        self.release_units(units);
     }
 
     /// Takes every unit left off sale, to give them back; returns how many.
@@ -179,12 +178,17 @@ impl ItemStock {
 
     /// Gives back units of an order that did not go through.
     pub fn release(&self, quantity: u32) {
-        self.release_units(i64::from(quantity));
+        self.release_units(u64::from(quantity));
     }
 
-    fn release_units(&self, units: i64) {
+    /// Puts `units` back on sale, waking buyers waiting for some.
+    pub fn release_units(&self, units: u64) {
+        let units = units as i64;
         let now = self.remaining.fetch_add(units, Ordering::AcqRel) + units;
         self.gauge.set(now);
+        if now > 0 && now - units <= 0 {
+            self.refilled.notify_waiters();
+        }
     }
 }
 
@@ -208,6 +212,8 @@ pub struct StockCache {
     /// Held by whoever works the shard's leases (its keeper, or the give-back at
     /// shutdown), so two never record answers to one lease.
     pub keeping: tokio::sync::Mutex<()>,
+    /// Set on a graceful stop, once the shard's units were given back.
+    keeping_stopped: AtomicBool,
 }
 
 impl StockCache {
@@ -226,6 +232,7 @@ impl StockCache {
             shard: shard.to_owned(),
             wake: Arc::default(),
             keeping: tokio::sync::Mutex::new(()),
+            keeping_stopped: AtomicBool::new(false),
         };
         for item in items {
             cache.add(item);
@@ -234,6 +241,19 @@ impl StockCache {
             cache.remember_confirmed(&user, &request_id, fingerprint, &body);
         }
         cache
+    }
+
+    /// No more leases for this shard: it is giving its units back and stopping.
+    /// Buyers waiting for a lease are woken to hear so.
+    pub fn stop_keeping(&self) {
+        self.keeping_stopped.store(true, Ordering::Release);
+        for item in self.items() {
+            item.refilled.notify_waiters();
+        }
+    }
+
+    pub fn keeping_stopped(&self) -> bool {
+        self.keeping_stopped.load(Ordering::Acquire)
     }
 
     /// Adds an item unless one with its id is there already.

@@ -329,6 +329,11 @@ async fn a_lease_is_recorded_once_on_both_sides_across_retries_and_returns() {
         "lease_out_of_order"
     );
     assert_eq!(
+        stock_write(&gz, grant(1, -5)).await.1["error"]["code"],
+        "lease_mismatch",
+        "a replay must ask what the lease asked"
+    );
+    assert_eq!(
         stock_write(&cell, finish(1, 90)).await.0,
         StatusCode::CONFLICT,
         "more than asked"

@@ -250,6 +250,17 @@ async fn grant<T: Transaction>(
         body
     };
     if seq == quota.leases && seq > 0 {
+        // 0: recorded before `asked` was kept; the replay is taken on trust.
+        if quota.asked != 0 && quota.asked != units {
+            return Ok(refused(
+                StatusCode::CONFLICT,
+                "lease_mismatch",
+                format!(
+                    "lease {seq} of {item_id} for cell {cell} asked for {} units, not {units}",
+                    quota.asked
+                ),
+            ));
+        }
         return Ok(reply(StatusCode::OK, &answer(quota.last, &item), false));
     }
     if seq != quota.leases + 1 {
@@ -262,6 +273,7 @@ async fn grant<T: Transaction>(
             ),
         ));
     }
+    let asked = units;
     let units = if units >= 0 {
         let given = if item.closed {
             0
@@ -288,6 +300,7 @@ async fn grant<T: Transaction>(
         units
     };
     quota.leases = seq;
+    quota.asked = asked;
     quota.last = units;
     let record = LeaseRecord {
         item_id: item_id.to_owned(),

@@ -132,6 +132,9 @@ pub struct GzQuota {
     pub leases: u64,
     /// Units of that lease (negative for a return), for replays.
     pub last: i64,
+    /// Units the cell asked for in that lease: a replay must ask the same.
+    #[serde(default)]
+    pub asked: i64,
 }
 
 /// One lease or return, recorded under the same (item, cell, seq) on both sides.
