@@ -374,9 +374,9 @@ async fn run(
     let intervals = report::disrupted(cells.len(), &timeline, &faults, duration_ms);
     let failures: Vec<_> = records
         .iter()
-        .flat_map(|r| r.failures.iter().copied())
+        .flat_map(|r| r.failures.iter().cloned())
         .collect();
-    let (errors_faulted_shards, errors_elsewhere) = report::blast_radius(&failures, &intervals);
+    let (errors_faulted_shards, elsewhere) = report::blast_radius(&failures, &intervals);
     let standbys: Vec<Option<usize>> = cells.iter().map(|c| c.standby).collect();
     Ok(Report {
         seed,
@@ -386,7 +386,11 @@ async fn run(
         requests: plan.sent.load(Ordering::Relaxed),
         outcomes,
         errors_faulted_shards,
-        errors_elsewhere,
+        errors_elsewhere: elsewhere.len() as u64,
+        first_errors_elsewhere: elsewhere
+            .into_iter()
+            .take(report::ELSEWHERE_SHOWN)
+            .collect(),
         invariants: report::verdicts(&violations),
         violations,
     })

@@ -51,6 +51,8 @@ pub struct Report {
     /// time (or was between a fault and its detection), and for everyone else.
     pub errors_faulted_shards: u64,
     pub errors_elsewhere: u64,
+    /// The first of those (at most [`ELSEWHERE_SHOWN`]), to tell what they were.
+    pub first_errors_elsewhere: Vec<Failure>,
     pub reactions: Vec<Reaction>,
     pub invariants: BTreeMap<&'static str, &'static str>,
     pub violations: Vec<Violation>,
@@ -74,6 +76,12 @@ impl Report {
             "errors (5xx or no answer): {} for users of faulted shards, {} for everyone else",
             self.errors_faulted_shards, self.errors_elsewhere
         );
+        for failure in &self.first_errors_elsewhere {
+            println!(
+                "  elsewhere: {:>7} ms shard {} {}",
+                failure.at_ms, failure.shard, failure.outcome
+            );
+        }
         let median = |values: Vec<u64>| {
             let mut values = values;
             values.sort_unstable();
@@ -173,22 +181,28 @@ pub fn disrupted(
     intervals
 }
 
-/// Splits failures into those of disrupted shards and the rest.
-pub fn blast_radius(failures: &[Failure], intervals: &[Vec<(u64, u64)>]) -> (u64, u64) {
+/// How many failures outside disrupted shards the report lists one by one.
+pub const ELSEWHERE_SHOWN: usize = 20;
+
+/// Counts the failures of disrupted shards and returns the rest, earliest first.
+pub fn blast_radius(failures: &[Failure], intervals: &[Vec<(u64, u64)>]) -> (u64, Vec<Failure>) {
     let mut faulted = 0;
-    let mut elsewhere = 0;
+    let mut elsewhere = Vec::new();
     for failure in failures {
         // An answer is recorded when it arrives; the request may have left up to a
         // request timeout earlier, so intervals are widened by a second at the end.
-        let inside = intervals[failure.shard]
-            .iter()
+        let inside = [Some(failure.shard), failure.global_zone]
+            .into_iter()
+            .flatten()
+            .flat_map(|shard| &intervals[shard])
             .any(|&(from, to)| failure.at_ms >= from && failure.at_ms <= to + 1_000);
         if inside {
             faulted += 1;
         } else {
-            elsewhere += 1;
+            elsewhere.push(failure.clone());
         }
     }
+    elsewhere.sort_by_key(|f| f.at_ms);
     (faulted, elsewhere)
 }
 
@@ -253,24 +267,35 @@ mod tests {
             },
         ];
         let intervals = disrupted(3, &timeline, &[(990, 1)], 10_000);
+        let failure = |at_ms, shard| Failure {
+            at_ms,
+            shard,
+            global_zone: None,
+            outcome: "none".to_owned(),
+        };
+        let waited_for = |at_ms, shard| Failure {
+            global_zone: Some(1),
+            outcome: "503 stock_unavailable".to_owned(),
+            ..failure(at_ms, shard)
+        };
         let failures = [
-            Failure {
-                at_ms: 995,
-                shard: 1,
-            },
-            Failure {
-                at_ms: 2_000,
-                shard: 1,
-            },
-            Failure {
-                at_ms: 2_000,
-                shard: 0,
-            },
-            Failure {
-                at_ms: 8_000,
-                shard: 1,
-            },
+            failure(8_000, 1),
+            failure(995, 1),
+            failure(2_000, 1),
+            failure(2_000, 0),
+            waited_for(2_000, 0),
+            waited_for(8_000, 0),
         ];
-        assert_eq!(blast_radius(&failures, &intervals), (2, 2));
+        let (faulted, elsewhere) = blast_radius(&failures, &intervals);
+        assert_eq!(
+            faulted, 3,
+            "a stock_unavailable while the global zone moved"
+        );
+        let elsewhere: Vec<_> = elsewhere.iter().map(|f| (f.at_ms, f.shard)).collect();
+        assert_eq!(
+            elsewhere,
+            [(2_000, 0), (8_000, 1), (8_000, 0)],
+            "earliest first"
+        );
     }
 }

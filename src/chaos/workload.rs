@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Method;
+use serde::Serialize;
 use serde_json::json;
 
 use super::check::{Kind, Write};
@@ -48,10 +49,16 @@ pub struct Plan {
 }
 
 /// One answer as the blast-radius report needs it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Failure {
     pub at_ms: u64,
+    /// The user's shard.
     pub shard: usize,
+    /// For a 503 `stock_unavailable`: the global zone's shard, whose outage is the
+    /// other way to it.
+    pub global_zone: Option<usize>,
+    /// As in `outcomes`: `503 cell_unavailable`, `none`, ...
+    pub outcome: String,
 }
 
 /// Everything one worker saw.
@@ -268,13 +275,11 @@ fn tally(record: &mut Record, plan: &Plan, shard: usize, reply: Option<&Reply>) 
         }
     };
     if reply.is_none_or(|r| r.status >= 500) {
-        let shard = match plan.global_zone {
-            Some(gz) if code == "stock_unavailable" => gz,
-            _ => shard,
-        };
         record.failures.push(Failure {
             at_ms: plan.started.elapsed().as_millis() as u64,
             shard,
+            global_zone: plan.global_zone.filter(|_| code == "stock_unavailable"),
+            outcome: outcome.clone(),
         });
     }
     *record.outcomes.entry(outcome).or_default() += 1;
