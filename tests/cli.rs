@@ -90,6 +90,16 @@ fn bad_deploy_files_exit_64_naming_the_file_and_key() {
         ),
         ("empty.toml", "", "cells"),
         (
+            "hold.toml",
+            "[takeover]\npoll_ms = 50\nlease_ms = 100\n[[regions]]\nid = \"r\"\n[[cells]]\nid = \"a\"\nregion = \"r\"\nlisten = \"127.0.0.1:1\"\nadmin = \"127.0.0.1:2\"\n",
+            "takeover.lease_ms",
+        ),
+        (
+            "commit.toml",
+            "[ledger]\ncommit = \"one_pc\"\n[[regions]]\nid = \"r\"\n[[cells]]\nid = \"a\"\nregion = \"r\"\nlisten = \"127.0.0.1:1\"\nadmin = \"127.0.0.1:2\"\n",
+            "ledger.commit",
+        ),
+        (
             "override.toml",
             "[[regions]]\nid = \"r\"\n[[cells]]\nid = \"a\"\nregion = \"r\"\nlisten = \"127.0.0.1:1\"\nadmin = \"127.0.0.1:2\"\n[[overrides]]\nfrom = 1\ncell = \"zz\"\n",
             "overrides[0].cell",

@@ -7,6 +7,7 @@
 //! cell's `merchant` account (so no order needs another cell). User balances never go
 //! negative; `external` is minus everything ever deposited.
 
+pub mod hold;
 pub mod keys;
 mod lease;
 mod records;

@@ -32,6 +32,7 @@ pub use api::{Cell, ROUTES};
 pub use error::CellError;
 pub use shard::{Shard, ShardMetrics};
 use store::{Store, TikvStore};
+use takeover::shared;
 
 /// Runs cell `id` of `topology` on the given listeners until `shutdown` resolves,
 /// then drains. Opens and recovers the ledger before it reports ready; with the
@@ -60,9 +61,11 @@ pub async fn run(
                 store = takeover::open_own(dir) => store?,
                 () = &mut shutdown => return Ok(()),
             };
-            let cell = open(&topology, index, store, &metrics, &registry).await?;
+            let own = Shard::open(&topology, index, id, store, None, &metrics).await?;
+            let cell = Arc::new(Cell::new(topology.clone(), index, own, &registry)?);
             let poll = Duration::from_millis(deploy.takeover.poll_ms);
-            let standby = takeover::stand_by(cell.clone(), metrics, poll);
+            let files = takeover::Files(topology.clone());
+            let standby = takeover::stand_by(cell.clone(), files, metrics, poll);
             let stopping = async {
                 shutdown.await;
                 give_back(&cell).await;
@@ -73,15 +76,42 @@ pub async fn run(
             }
         }
         LedgerBackend::Tikv => {
-            let prefix = store::tikv::key_prefix(&deploy.name, id);
+            let prefix = |cell: &str| store::tikv::key_prefix(&deploy.name, cell);
             let timeout = Duration::from_millis(deploy.ledger.op_timeout_ms);
-            let store = TikvStore::connect(&deploy.ledger.pd_endpoints, prefix, timeout).await?;
-            let cell = open(&topology, index, store, &metrics, &registry).await?;
+            let (endpoints, commit) = (&deploy.ledger.pd_endpoints, deploy.ledger.commit);
+            let client = TikvStore::connect(endpoints, prefix(id), timeout, commit).await?;
+            let stores: Vec<TikvStore> = topology
+                .cells()
+                .iter()
+                .map(|cell| client.with_prefix(prefix(&cell.id)))
+                .collect();
+            let (hold_ms, poll) = (deploy.takeover.lease_ms, deploy.takeover.poll_ms);
+            let poll = Duration::from_millis(poll);
+            // Said from the start, so a standby holding the shard hands it back.
+            let presence = shared::announce(client, hold_ms);
+            let mut presence = std::pin::pin!(presence);
+            let own = tokio::select! {
+                own = shared::open_own(&topology, index, stores[index].clone(), hold_ms, poll, &metrics) => own?,
+                () = &mut shutdown => return Ok(()),
+                () = &mut presence => return Ok(()),
+            };
+            let cell = Arc::new(Cell::new(topology.clone(), index, own, &registry)?);
+            let records = shared::Records::new(stores, id, hold_ms);
+            let standby = takeover::stand_by(cell.clone(), records, metrics, poll);
             let stopping = async {
                 shutdown.await;
                 give_back(&cell).await;
             };
-            serve(cell.clone(), listener, admin, registry, reloads, stopping).await
+            let result = tokio::select! {
+                served = serve(cell.clone(), listener, admin, registry, reloads, stopping) => served,
+                () = standby => Ok(()),
+                lost = shared::renew(cell.clone(), hold_ms) => Err(lost),
+                () = presence => Ok(()),
+            };
+            if result.is_ok() {
+                shared::leave(&cell).await;
+            }
+            result
         }
     }
 }
@@ -108,19 +138,6 @@ async fn give_back<S: Store + 'static>(cell: &Cell<S>) {
     if tokio::time::timeout(bound, all).await.is_err() {
         tracing::warn!("leased stock not all given back in {bound:?}; it stays at this cell");
     }
-}
-
-/// Opens cell `index`'s own shard over `store` and the cell around it.
-async fn open<S: Store + Clone>(
-    topology: &Arc<Topology>,
-    index: usize,
-    store: S,
-    metrics: &ShardMetrics,
-    registry: &Registry,
-) -> Result<Arc<Cell<S>>, CellError> {
-    let id = &topology.cells()[index].id;
-    let own = Shard::open(topology, index, id, store, metrics).await?;
-    Ok(Arc::new(Cell::new(topology.clone(), index, own, registry)?))
 }
 
 /// Serves a recovered cell until `shutdown` resolves, then drains, applying the

@@ -131,19 +131,33 @@ impl<S: Store + Clone> Shard<S> {
     /// Opens cell `cell`'s shard from its store for `owner` (the cell itself, or its
     /// standby): claims it at a new epoch, records each item's stock share the first
     /// time, rebuilds the stock cache from what the ledger says was received and
-    /// sold, and starts the group committer behind the new epoch.
+    /// sold, and starts the group committer behind the new epoch. With `hold_ms` (a
+    /// shared store), also takes the shard's hold for that long: refused with
+    /// [`StoreError::Held`](crate::store::StoreError::Held) while another cell's runs.
     pub async fn open(
         topology: &Topology,
         cell: usize,
         owner: &str,
         store: S,
+        hold_ms: Option<u64>,
         metrics: &ShardMetrics,
     ) -> Result<Self, CellError> {
         let deploy = topology.deploy();
         let shard_id = topology.cells()[cell].id.as_str();
         let leased = topology.global_zone().is_some();
+        let now_ms = match hold_ms {
+            Some(_) => store.clock_ms().await?,
+            None => 0,
+        };
         let mut txn = store.begin().await?;
         let epoch = ledger::claim(&mut txn, owner, topology.placement().epoch()).await?;
+        if let Some(hold_ms) = hold_ms {
+            let until_ms = now_ms.saturating_add(hold_ms);
+            if let Err(err) = ledger::hold::take(&mut txn, owner, epoch, now_ms, until_ms).await {
+                txn.rollback().await?;
+                return Err(err.into());
+            }
+        }
         let mut items = Vec::with_capacity(deploy.items.len());
         for item in &deploy.items {
             let price = item.price as i64;

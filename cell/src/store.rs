@@ -37,6 +37,9 @@ pub enum StoreError {
     /// Another process holds the store's data directory.
     #[error("data directory is in use by another process: {0}")]
     Locked(String),
+    /// Another cell's hold on this shared store has not run out.
+    #[error("held by another cell: {0}")]
+    Held(String),
     /// Corruption, a full disk, a bug: not retryable.
     #[error("store failure: {0}")]
     Internal(String),
@@ -63,6 +66,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// A consistent read-only view as of now.
     fn snapshot(&self) -> impl Future<Output = Result<Self::Snapshot, StoreError>> + Send;
+
+    /// Milliseconds since the Unix epoch by the store's clock: the one clock every
+    /// cell sharing the store agrees on (TiKV: PD's timestamp oracle), for holds.
+    fn clock_ms(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// A read-write transaction. Writes are buffered until `commit`, which makes them

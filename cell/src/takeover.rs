@@ -1,6 +1,8 @@
-//! Takeover and failback on one host, for the embedded ledger. Two file locks in a
-//! cell's data directory carry the protocol, and the kernel drops both the moment a
-//! process dies, however it dies:
+//! Takeover and failback. A standby's loop ([`stand_by`]) is the same for both
+//! backends; a [`Witness`] tells it whether a cell runs and opens its store. Over a
+//! store every cell shares (TiKV), records in the store carry that (see [`shared`]).
+//! On one host, for the embedded ledger, two file locks in a cell's data directory
+//! do, and the kernel drops both the moment a process dies, however it dies:
 //!
 //! - `PRIMARY` is held by the cell's own process for its whole life: free means the
 //!   cell is not running.
@@ -15,15 +17,20 @@
 //! their last batch and closes the ledger; the returning cell, waiting for `LOCK`
 //! all along, then opens it at a higher epoch still.
 
+pub mod shared;
+
 use std::fs::{File, TryLockError};
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ldc_topology::Topology;
+
 use crate::api::Cell;
 use crate::error::CellError;
 use crate::shard::{Shard, ShardMetrics};
-use crate::store::{EmbeddedStore, StoreError};
+use crate::store::{EmbeddedStore, Store, StoreError};
 
 /// How long a starting cell retries `PRIMARY` before it concludes another process of
 /// the same cell is running (a standby checking it holds it only for an instant).
@@ -106,10 +113,63 @@ pub async fn open_own(dir: &Path) -> Result<EmbeddedStore, CellError> {
     }
 }
 
+/// How a standby learns whether a cell it stands by for runs, and reaches its
+/// store: file locks on one host ([`Files`]), records in a shared store
+/// ([`shared::Records`]).
+pub trait Witness<S: Store> {
+    /// Whether `primary`'s own process runs.
+    fn running(&self, primary: usize) -> impl Future<Output = bool>;
+
+    /// Whether `primary` ever ran: a cell that never did has no shard to take over.
+    fn ran(&self, primary: usize) -> impl Future<Output = bool>;
+
+    /// `primary`'s store, or `None` while another process holds it.
+    fn store(&self, primary: usize) -> Result<Option<S>, StoreError>;
+
+    /// How long a claim holds the shard (shared stores only).
+    fn hold_ms(&self) -> Option<u64>;
+
+    /// After this cell handed `primary`'s shard (claimed at `epoch`) back.
+    fn released(&self, primary: usize, epoch: u64) -> impl Future<Output = ()>;
+}
+
+/// On one host: `PRIMARY` and `LOCK` in each cell's data directory.
+pub struct Files(pub Arc<Topology>);
+
+impl Witness<EmbeddedStore> for Files {
+    async fn running(&self, primary: usize) -> bool {
+        running(&self.0.cells()[primary].data_dir)
+    }
+
+    async fn ran(&self, primary: usize) -> bool {
+        self.0.cells()[primary].data_dir.join("ledger").exists()
+    }
+
+    fn store(&self, primary: usize) -> Result<Option<EmbeddedStore>, StoreError> {
+        match EmbeddedStore::open(&self.0.cells()[primary].data_dir) {
+            Ok(store) => Ok(Some(store)),
+            // The cell (or a process on its way up) has it: nothing to take over.
+            Err(StoreError::Locked(_)) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn hold_ms(&self) -> Option<u64> {
+        None
+    }
+
+    async fn released(&self, _primary: usize, _epoch: u64) {}
+}
+
 /// Watches the cells `cell` stands by for, for the life of the process: takes
 /// over the shard of one that is not running, hands it back when it returns. Reads
 /// the cell's topology at every poll, so a reload that names a new standby applies.
-pub async fn stand_by(cell: Arc<Cell<EmbeddedStore>>, metrics: ShardMetrics, poll: Duration) {
+pub async fn stand_by<S: Store + Clone>(
+    cell: Arc<Cell<S>>,
+    witness: impl Witness<S>,
+    metrics: ShardMetrics,
+    poll: Duration,
+) {
     let me = cell.index();
     let count = cell.topology().cells().len();
     let mut last_error: Vec<Option<String>> = vec![None; count];
@@ -125,22 +185,25 @@ pub async fn stand_by(cell: Arc<Cell<EmbeddedStore>>, metrics: ShardMetrics, pol
         let conf = &topology.deploy().takeover;
         // Indexes only: a reference to a shard held across a release would keep it
         // open until the release timed out.
-        let taken: Vec<usize> = cell.taken().iter().map(|shard| shard.cell).collect();
+        let taken: Vec<(usize, u64)> = cell.taken().iter().map(|s| (s.cell, s.epoch)).collect();
         for (primary, watched) in topology.cells().iter().enumerate() {
-            let held = taken.contains(&primary);
-            if !held && watched.standby != Some(me) {
+            let held = taken
+                .iter()
+                .find(|(cell, _)| *cell == primary)
+                .map(|(_, epoch)| *epoch);
+            if held.is_none() && watched.standby != Some(me) {
                 continue;
             }
-            let up = running(&watched.data_dir);
+            let up = witness.running(primary).await;
             seen[primary] |= up;
             let due =
                 seen[primary] || watching.elapsed() >= Duration::from_millis(conf.startup_grace_ms);
-            if held && up {
+            if let Some(epoch) = held.filter(|_| up) {
                 let timeout = Duration::from_millis(conf.release_timeout_ms);
                 release(&cell, primary, timeout).await;
-            } else if !held && !up && due && watched.data_dir.join("ledger").exists() {
-                // A cell that never ran has no shard to take over.
-                let outcome = take_over(&cell, primary, &metrics).await;
+                witness.released(primary, epoch).await;
+            } else if held.is_none() && !up && due && witness.ran(primary).await {
+                let outcome = take_over(&cell, primary, &witness, &metrics).await;
                 let error = outcome.err().map(|err| err.to_string());
                 if error.is_some() && error != last_error[primary] {
                     tracing::warn!(shard = %watched.id, cause = error.as_deref().unwrap_or_default(), "takeover failed; retrying");
@@ -151,22 +214,25 @@ pub async fn stand_by(cell: Arc<Cell<EmbeddedStore>>, metrics: ShardMetrics, pol
     }
 }
 
-/// Opens `primary`'s ledger if it is free and starts serving its shard.
-async fn take_over(
-    cell: &Cell<EmbeddedStore>,
+/// Opens `primary`'s store if it is free and starts serving its shard.
+async fn take_over<S: Store + Clone>(
+    cell: &Cell<S>,
     primary: usize,
+    witness: &impl Witness<S>,
     metrics: &ShardMetrics,
 ) -> Result<(), CellError> {
     let topology = cell.topology();
     let started = Instant::now();
-    let store = match EmbeddedStore::open(&topology.cells()[primary].data_dir) {
-        Ok(store) => store,
-        // The cell (or a process on its way up) has it: nothing to take over.
-        Err(StoreError::Locked(_)) => return Ok(()),
-        Err(err) => return Err(err.into()),
+    let Some(store) = witness.store(primary)? else {
+        return Ok(());
     };
     let me = &topology.cells()[cell.index()].id;
-    let shard = Shard::open(&topology, primary, me, store, metrics).await?;
+    let shard = match Shard::open(&topology, primary, me, store, witness.hold_ms(), metrics).await {
+        Ok(shard) => shard,
+        // Its cell (or another standby) holds it still: nothing to take over.
+        Err(CellError::Ledger(StoreError::Held(_))) => return Ok(()),
+        Err(err) => return Err(err),
+    };
     tracing::info!(
         shard = %topology.cells()[primary].id,
         epoch = shard.epoch,
@@ -179,7 +245,7 @@ async fn take_over(
 
 /// Hands `primary`'s shard back: no new request reaches it, the ones inside finish
 /// (up to `timeout`), the committer commits its last batch, the ledger closes.
-async fn release(cell: &Cell<EmbeddedStore>, primary: usize, timeout: Duration) {
+async fn release<S: Store>(cell: &Cell<S>, primary: usize, timeout: Duration) {
     let topology = cell.topology();
     let id = &topology.cells()[primary].id;
     let Some(mut shard) = cell.remove(primary) else {

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ldc_cell::store::{StoreError, TikvStore, conformance, tikv::key_prefix};
+use ldc_topology::TikvCommit;
 
 #[tokio::test]
 async fn tikv_store_passes_the_conformance_suite() {
@@ -21,11 +22,14 @@ async fn tikv_store_passes_the_conformance_suite() {
     let run = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let prefix = key_prefix("conformance", &format!("run{run}"));
-    let store = TikvStore::connect(&endpoints, prefix, Duration::from_secs(10))
-        .await
-        .expect("connect to TiKV");
-    conformance::run(&store, b"\x7fconformance").await;
+    for commit in [TikvCommit::TwoPhase, TikvCommit::Async, TikvCommit::OnePc] {
+        let prefix = key_prefix("conformance", &format!("run{run}-{commit:?}"));
+        let store = TikvStore::connect(&endpoints, prefix, Duration::from_secs(10), commit)
+            .await
+            .expect("connect to TiKV");
+        conformance::run(&store, b"\x7fconformance").await;
+        eprintln!("conformance suite passed with commit = {commit:?}");
+    }
 }
 
 #[tokio::test]
@@ -33,9 +37,15 @@ async fn an_unreachable_cluster_fails_fast_naming_the_endpoints() {
     // Port 1 on loopback: nothing listens there.
     let endpoints = vec!["127.0.0.1:1".to_owned()];
     let started = Instant::now();
-    let err = TikvStore::connect(&endpoints, key_prefix("d", "c"), Duration::from_secs(5))
-        .await
-        .expect_err("nothing listens on port 1");
+    let timeout = Duration::from_secs(5);
+    let err = TikvStore::connect(
+        &endpoints,
+        key_prefix("d", "c"),
+        timeout,
+        Default::default(),
+    )
+    .await
+    .expect_err("nothing listens on port 1");
     assert!(
         matches!(&err, StoreError::Unavailable(m) if m.contains("127.0.0.1:1")),
         "{err}"

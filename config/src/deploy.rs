@@ -234,6 +234,11 @@ pub struct TakeoverConf {
     /// this long to start before its shard is taken over.
     #[serde(default = "defaults::startup_grace_ms")]
     pub startup_grace_ms: u64,
+    /// Shared ledgers (TiKV) only: how long a cell's hold on its shard, and its
+    /// presence, last without renewal (renewed every third of it). A standby takes
+    /// over a shard whose hold and whose cell's presence have both run out.
+    #[serde(default = "defaults::lease_ms")]
+    pub lease_ms: u64,
 }
 
 impl Default for TakeoverConf {
@@ -242,6 +247,7 @@ impl Default for TakeoverConf {
             poll_ms: defaults::takeover_poll_ms(),
             release_timeout_ms: defaults::release_timeout_ms(),
             startup_grace_ms: defaults::startup_grace_ms(),
+            lease_ms: defaults::lease_ms(),
         }
     }
 }
@@ -272,6 +278,9 @@ pub struct LedgerConf {
     /// Times a batch whose commit hit a write conflict is applied again.
     #[serde(default = "defaults::conflict_retries")]
     pub conflict_retries: u32,
+    /// `backend = "tikv"`: how a batch's transaction commits.
+    #[serde(default)]
+    pub commit: TikvCommit,
 }
 
 impl Default for LedgerConf {
@@ -284,8 +293,25 @@ impl Default for LedgerConf {
             pd_endpoints: Vec::new(),
             op_timeout_ms: defaults::op_timeout_ms(),
             conflict_retries: defaults::conflict_retries(),
+            commit: TikvCommit::default(),
         }
     }
+}
+
+/// How a TiKV transaction commits. Every variant is as durable as the others; they
+/// differ in round trips before the commit is acknowledged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TikvCommit {
+    /// Prewrite every key, then commit the primary: two round trips.
+    #[default]
+    TwoPhase,
+    /// Acknowledged once every prewrite succeeded; the commit finishes in the
+    /// background (TiKV's async commit).
+    Async,
+    /// One round trip when every key is in one region (a cell's batch usually is);
+    /// falls back to two phases otherwise.
+    OnePc,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -472,6 +498,9 @@ mod defaults {
     }
     pub fn startup_grace_ms() -> u64 {
         10_000
+    }
+    pub fn lease_ms() -> u64 {
+        3_000
     }
     pub fn weight() -> u32 {
         1

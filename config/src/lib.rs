@@ -12,7 +12,8 @@ mod topology;
 
 pub use deploy::{
     CellConf, Deploy, GlobalZoneConf, HealthConf, ItemConf, LedgerBackend, LedgerConf, Limits,
-    Override, PlacementConf, RegionConf, RouterConf, SupervisorConf, TakeoverConf, Timeouts,
+    Override, PlacementConf, RegionConf, RouterConf, SupervisorConf, TakeoverConf, TikvCommit,
+    Timeouts,
 };
 pub use hash::{SLOT_HASH_SEED, slot_of};
 pub use placement::Placement;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
 
-use crate::deploy::{Deploy, LedgerBackend};
+use crate::deploy::{Deploy, LedgerBackend, TikvCommit};
 use crate::placement::Placement;
 
 /// Largest `slots` a deployment may have.
@@ -425,11 +425,21 @@ impl Checker {
             ("health.max_backoff_ms", d.health.max_backoff_ms),
             ("takeover.poll_ms", d.takeover.poll_ms),
             ("takeover.release_timeout_ms", d.takeover.release_timeout_ms),
+            ("takeover.lease_ms", d.takeover.lease_ms),
         ];
         for (key, value) in settings {
             if value == 0 {
                 self.problem(key, "must be greater than 0");
             }
+        }
+        if d.takeover.lease_ms < d.takeover.poll_ms.saturating_mul(3) {
+            self.problem(
+                "takeover.lease_ms",
+                format!(
+                    "at least 3 x takeover.poll_ms ({} ms), so a hold is renewed before it runs out",
+                    d.takeover.poll_ms.saturating_mul(3)
+                ),
+            );
         }
         if d.ledger.batch_wait_us > MAX_BATCH_WAIT_US {
             self.problem(
@@ -449,6 +459,9 @@ impl Checker {
                 self.problem("ledger.pd_endpoints", "only used with backend = \"tikv\"")
             }
             _ => {}
+        }
+        if d.ledger.backend == LedgerBackend::Embedded && d.ledger.commit != TikvCommit::default() {
+            self.problem("ledger.commit", "only used with backend = \"tikv\"");
         }
         for (i, endpoint) in d.ledger.pd_endpoints.iter().enumerate() {
             let valid = endpoint

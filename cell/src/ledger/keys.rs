@@ -109,6 +109,16 @@ pub fn owner() -> Vec<u8> {
     vec![CELL, OWNER, 0]
 }
 
+/// Shared stores only: who serves the shard until when (see `ledger::hold`).
+pub fn hold() -> Vec<u8> {
+    vec![CELL, OWNER, 1]
+}
+
+/// Shared stores only: until when the shard's own cell runs.
+pub fn presence() -> Vec<u8> {
+    vec![CELL, OWNER, 2]
+}
+
 pub fn confirmed_prefix() -> Vec<u8> {
     vec![CELL, CONFIRMED]
 }

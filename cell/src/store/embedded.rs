@@ -108,6 +108,14 @@ impl Store for EmbeddedStore {
             ledger: self.ledger.clone(),
         })
     }
+
+    async fn clock_ms(&self) -> Result<u64, StoreError> {
+        // One process at a time opens an embedded store: its host's clock is the one.
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|err| StoreError::Internal(format!("the system clock: {err}")))?;
+        Ok(since.as_millis() as u64)
+    }
 }
 
 pub struct EmbeddedTxn {

@@ -14,6 +14,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ldc_topology::TikvCommit;
 use tikv_client::{CheckLevel, KvPair, TransactionClient, TransactionOptions};
 
 use super::{Order, Pairs, Snapshot, Store, StoreError, Transaction};
@@ -24,6 +25,7 @@ pub struct TikvStore {
     client: Arc<TransactionClient>,
     prefix: Arc<[u8]>,
     timeout: Duration,
+    commit: TikvCommit,
 }
 
 impl std::fmt::Debug for TikvStore {
@@ -84,6 +86,7 @@ impl TikvStore {
         pd_endpoints: &[String],
         prefix: Vec<u8>,
         timeout: Duration,
+        commit: TikvCommit,
     ) -> Result<Self, StoreError> {
         let named = |cause: String| {
             StoreError::Unavailable(format!(
@@ -99,13 +102,30 @@ impl TikvStore {
             client: Arc::new(client),
             prefix: prefix.into(),
             timeout,
+            commit,
         })
     }
 
-    fn options() -> TransactionOptions {
+    /// The same cluster and client, under another cell's prefix: how a standby reads
+    /// and takes over the shard of a cell it stands by for.
+    pub fn with_prefix(&self, prefix: Vec<u8>) -> Self {
+        Self {
+            client: self.client.clone(),
+            prefix: prefix.into(),
+            timeout: self.timeout,
+            commit: self.commit,
+        }
+    }
+
+    fn options(&self) -> TransactionOptions {
         // A dropped transaction (a cancelled request) must not panic the cell; ours are
         // always committed or rolled back explicitly anyway.
-        TransactionOptions::new_optimistic().drop_check(CheckLevel::Warn)
+        let options = TransactionOptions::new_optimistic().drop_check(CheckLevel::Warn);
+        match self.commit {
+            TikvCommit::TwoPhase => options,
+            TikvCommit::Async => options.use_async_commit(),
+            TikvCommit::OnePc => options.try_one_pc(),
+        }
     }
 
     async fn bounded<T>(
@@ -171,7 +191,7 @@ impl Store for TikvStore {
 
     async fn begin(&self) -> Result<TikvTxn, StoreError> {
         let txn = self
-            .bounded(self.client.begin_with_options(Self::options()))
+            .bounded(self.client.begin_with_options(self.options()))
             .await?;
         Ok(TikvTxn {
             txn,
@@ -182,12 +202,19 @@ impl Store for TikvStore {
 
     async fn snapshot(&self) -> Result<TikvSnapshot, StoreError> {
         let timestamp = self.bounded(self.client.current_timestamp()).await?;
-        let snapshot = self.client.snapshot(timestamp, Self::options().read_only());
+        let snapshot = self.client.snapshot(timestamp, self.options().read_only());
         Ok(TikvSnapshot {
             snapshot,
             prefix: self.prefix.clone(),
             timeout: self.timeout,
         })
+    }
+
+    async fn clock_ms(&self) -> Result<u64, StoreError> {
+        // PD's timestamp oracle: physical milliseconds, the same for every cell.
+        let timestamp = self.bounded(self.client.current_timestamp()).await?;
+        u64::try_from(timestamp.physical)
+            .map_err(|_| StoreError::Internal(format!("PD's clock reads {timestamp:?}")))
     }
 }
 
