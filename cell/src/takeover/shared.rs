@@ -305,8 +305,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_standby_takes_a_silent_cell_over_once_its_hold_runs_out_and_hands_it_back() {
         let dir = tempfile::tempdir().expect("temp dir");
+        // A short startup grace: whether c2 polls before c1 dies is a race here, and
+        // the hold, not the grace, is what the test is about.
         let text = format!(
-            "name = \"holds\"\ndata_dir = \"{}\"\n[[regions]]\nid = \"r\"\n\
+            "name = \"holds\"\ndata_dir = \"{}\"\n\
+             [takeover]\npoll_ms = 20\nlease_ms = {HOLD_MS}\nstartup_grace_ms = 100\n\
+             [[regions]]\nid = \"r\"\n\
              [[cells]]\nid = \"c1\"\nregion = \"r\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nstandby = \"c2\"\n\
              [[cells]]\nid = \"c2\"\nregion = \"r\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
             dir.path().display()
