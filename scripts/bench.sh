@@ -16,22 +16,9 @@ cd "$(dirname "$0")/.."
 rounds=${1:-3}
 seconds=${2:-5}
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need nginx; then
-    echo "installing wrk and nginx from Debian"
-    sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq wrk nginx-light >/dev/null
-fi
+. scripts/common.sh
+install_missing wrk wrk nginx nginx-light
 cargo build --release --locked -q
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 sed "s|data_dir = \"./data\"|data_dir = \"$work/data\"|" config/local.toml > "$work/local.toml"
 ./target/release/ldc up --config "$work/local.toml" > "$work/up.out" 2> "$work/up.err" < /dev/zero &

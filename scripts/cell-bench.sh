@@ -16,19 +16,9 @@ cd "$(dirname "$0")/.."
 rounds=${1:-3}
 seconds=${2:-5}
 baseline=${3:-}
-command -v wrk >/dev/null 2>&1 || {
-    sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq wrk >/dev/null
-}
+. scripts/common.sh
+install_missing wrk wrk
 cargo build --release --locked -q --bin ldc --example hello
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 cat > "$work/cell.toml" <<EOF
 name = "cellbench"

@@ -1,0 +1,24 @@
+# Sourced by the bench scripts: a scratch directory `$work` and a list `pids` of
+# processes to stop, both cleaned up on exit however the script ends; and
+# `install_missing CMD PKG [CMD PKG ...]`, which installs from Debian the packages
+# whose command is missing.
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+install_missing() {
+    local missing=()
+    while [ $# -ge 2 ]; do
+        command -v "$1" >/dev/null 2>&1 || missing+=("$2")
+        shift 2
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "installing ${missing[*]} from Debian"
+    local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
