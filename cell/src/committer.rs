@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use prometheus::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::ledger::{self, Reply, Write};
+use crate::ledger::{self, Reply, Write, keys};
 use crate::store::{Store, StoreError, Transaction};
 
 /// What a submitter gets back.
@@ -217,6 +217,9 @@ async fn commit<S: Store>(
         .map_or(0, |d| d.as_millis() as u64);
     let mut txn = store.begin().await?;
     let applied = async {
+        let mut reads = vec![keys::owner()];
+        reads.extend(batch.iter().flat_map(|job| ledger::reads(&job.request)));
+        txn.read_ahead(reads).await?;
         ledger::check_owner(&mut txn, &fence.owner, fence.epoch).await?;
         let mut replies = Vec::with_capacity(batch.len());
         for job in batch {

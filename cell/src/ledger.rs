@@ -154,6 +154,37 @@ pub async fn apply<T: Transaction>(
     }
 }
 
+/// The keys [`apply`] reads for `write`, known before applying it, so that a batch
+/// reads them in one round trip ([`Transaction::read_ahead`]). Stock writes are
+/// rare and read their records one by one.
+pub fn reads(write: &Write) -> Vec<Vec<u8>> {
+    let Write::User(request) = write else {
+        return Vec::new();
+    };
+    let user = Holder::User(request.slot, &request.user);
+    let outcome = keys::request(request.slot, &request.user, &request.request_id);
+    match &request.command {
+        Command::Deposit { .. } => vec![
+            outcome,
+            Holder::System(keys::EXTERNAL).account_key(),
+            user.account_key(),
+        ],
+        Command::Transfer {
+            to_user, to_slot, ..
+        } => vec![
+            outcome,
+            user.account_key(),
+            Holder::User(*to_slot, to_user).account_key(),
+        ],
+        Command::Order { item_id, .. } => vec![
+            outcome,
+            keys::stock(item_id),
+            user.account_key(),
+            Holder::System(keys::MERCHANT).account_key(),
+        ],
+    }
+}
+
 /// A request id seen before answers its first outcome (or 409 `request_id_reused`
 /// for another body); a refusal is recorded as the outcome and leaves no other
 /// trace; a success writes its postings and its outcome.

@@ -84,6 +84,14 @@ pub trait Transaction {
         key: &[u8],
     ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>>;
 
+    /// Reads `keys` in one round trip where the store is remote, so that this
+    /// transaction's later gets of them are answered from memory; a no-op where
+    /// reads are local. A batch reads ahead what its writes will look at.
+    fn read_ahead(&mut self, keys: Vec<Vec<u8>>) -> impl Future<Output = Result<(), StoreError>> {
+        drop(keys);
+        async { Ok(()) }
+    }
+
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>)
     -> impl Future<Output = Result<(), StoreError>>;
 

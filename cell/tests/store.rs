@@ -416,3 +416,81 @@ async fn a_lease_is_recorded_once_on_both_sides_across_retries_and_returns() {
         (Some(0), Some(true))
     );
 }
+
+/// A transaction that records the keys read through it.
+struct Watched<T> {
+    txn: T,
+    read: Vec<Vec<u8>>,
+}
+
+impl<T: Transaction> Transaction for Watched<T> {
+    async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read.push(key.to_vec());
+        self.txn.get(key).await
+    }
+
+    async fn get_for_update(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read.push(key.to_vec());
+        self.txn.get_for_update(key).await
+    }
+
+    async fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), StoreError> {
+        self.txn.put(key, value).await
+    }
+
+    async fn delete(&mut self, key: Vec<u8>) -> Result<(), StoreError> {
+        self.txn.delete(key).await
+    }
+
+    async fn scan(
+        &mut self,
+        range: std::ops::Range<Vec<u8>>,
+        limit: usize,
+        order: ldc_cell::store::Order,
+    ) -> Result<ldc_cell::store::Pairs, StoreError> {
+        self.txn.scan(range, limit, order).await
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        self.txn.commit().await
+    }
+
+    async fn rollback(self) -> Result<(), StoreError> {
+        self.txn.rollback().await
+    }
+}
+
+/// On TiKV a batch reads ahead what `ledger::reads` names: a key it misses costs a
+/// round trip per request.
+#[tokio::test]
+async fn a_request_reads_only_the_keys_its_batch_read_ahead() {
+    let (_dir, store) = store();
+    batch(&store, 1, &[deposit("amy", "d0", 1_000)]).await;
+    let requests = [
+        deposit("amy", "d1", 10),
+        deposit("amy", "d1", 10),
+        transfer("amy", "bob", 2, "t1", 20),
+        transfer("amy", "bob", 2, "t2", 1_000_000),
+        order("amy", "o1", 1),
+        order("amy", "o2", 1),
+    ];
+    let mut txn = Watched {
+        txn: store.begin().await.expect("begin"),
+        read: Vec::new(),
+    };
+    for request in requests {
+        let write = ledger::Write::User(request);
+        let ahead = ledger::reads(&write);
+        txn.read.clear();
+        let reply = ledger::apply(&mut txn, &write, 1).await.expect("apply");
+        assert!(!txn.read.is_empty());
+        for key in &txn.read {
+            assert!(
+                ahead.contains(key),
+                "{write:?} ({}) read {key:?}, not read ahead",
+                reply.status
+            );
+        }
+    }
+    txn.commit().await.expect("commit");
+}

@@ -18,6 +18,7 @@ pub async fn run<S: Store>(store: &S, prefix: &[u8]) {
     scans_are_ordered_bounded_and_see_own_writes(store, prefix).await;
     snapshots_do_not_see_later_commits(store, prefix).await;
     deletes_remove_keys(store, prefix).await;
+    reads_after_a_read_ahead_see_the_store_and_own_writes(store, prefix).await;
 }
 
 async fn commit_makes_writes_visible<S: Store>(store: &S, prefix: &[u8]) {
@@ -173,4 +174,41 @@ async fn deletes_remove_keys<S: Store>(store: &S, prefix: &[u8]) {
         None,
         "a committed delete is durable"
     );
+}
+
+async fn reads_after_a_read_ahead_see_the_store_and_own_writes<S: Store>(store: &S, prefix: &[u8]) {
+    let (there, missing, written) = (key(prefix, 20), key(prefix, 21), key(prefix, 22));
+    let mut txn = store.begin().await.expect("begin");
+    txn.put(there.clone(), b"there".to_vec())
+        .await
+        .expect("put");
+    txn.commit().await.expect("commit");
+    let mut txn = store.begin().await.expect("begin");
+    let ahead = vec![there.clone(), missing.clone(), written.clone()];
+    txn.read_ahead(ahead).await.expect("read_ahead");
+    assert_eq!(
+        txn.get(&there).await.expect("get").as_deref(),
+        Some(&b"there"[..]),
+        "a key read ahead keeps its value"
+    );
+    assert_eq!(
+        txn.get_for_update(&missing).await.expect("get_for_update"),
+        None,
+        "a missing key read ahead stays missing"
+    );
+    txn.put(written.clone(), b"new".to_vec())
+        .await
+        .expect("put");
+    assert_eq!(
+        txn.get(&written).await.expect("get").as_deref(),
+        Some(&b"new"[..]),
+        "a key read ahead as missing, then written, reads the write"
+    );
+    txn.delete(there.clone()).await.expect("delete");
+    assert_eq!(
+        txn.get(&there).await.expect("get"),
+        None,
+        "a deleted key is gone"
+    );
+    txn.rollback().await.expect("rollback");
 }

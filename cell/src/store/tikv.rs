@@ -9,6 +9,7 @@
 //! Every call is bounded by a timeout, so an outage fails writes with 503 instead of
 //! hanging them; the client reconnects by itself when TiKV returns.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
@@ -197,6 +198,7 @@ impl Store for TikvStore {
             txn,
             prefix: self.prefix.clone(),
             timeout: self.timeout,
+            absent: HashSet::new(),
         })
     }
 
@@ -222,6 +224,9 @@ pub struct TikvTxn {
     txn: tikv_client::Transaction,
     prefix: Arc<[u8]>,
     timeout: Duration,
+    /// Keys (encoded) a read-ahead found missing and this transaction has not
+    /// written since: the client's buffer remembers found keys only.
+    absent: HashSet<Vec<u8>>,
 }
 
 impl std::fmt::Debug for TikvTxn {
@@ -233,17 +238,40 @@ impl std::fmt::Debug for TikvTxn {
 impl Transaction for TikvTxn {
     async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let key = encode(&self.prefix, key);
+        if self.absent.contains(&key) {
+            return Ok(None);
+        }
         bounded(self.timeout, self.txn.get(key)).await
     }
 
     async fn get_for_update(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        // Optimistic: records the key so a concurrent writer's commit conflicts.
+        // Optimistic: records the key so a concurrent writer's commit conflicts
+        // (bookkeeping in the buffer, no request).
         let key = encode(&self.prefix, key);
+        if self.absent.contains(&key) {
+            bounded(self.timeout, self.txn.lock_keys([key])).await?;
+            return Ok(None);
+        }
         bounded(self.timeout, self.txn.get_for_update(key)).await
+    }
+
+    async fn read_ahead(&mut self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        // The client's buffer keeps what the batch get found, so the gets that
+        // follow make no request; `absent` answers for the rest.
+        let mut absent: HashSet<Vec<u8>> =
+            keys.iter().map(|key| encode(&self.prefix, key)).collect();
+        let wanted: Vec<Vec<u8>> = absent.iter().cloned().collect();
+        let found = bounded(self.timeout, self.txn.batch_get(wanted)).await?;
+        for pair in found {
+            absent.remove(Vec::<u8>::from(pair.0).as_slice());
+        }
+        self.absent.extend(absent);
+        Ok(())
     }
 
     async fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), StoreError> {
         let key = encode(&self.prefix, &key);
+        self.absent.remove(&key);
         bounded(self.timeout, self.txn.put(key, value)).await
     }
 
