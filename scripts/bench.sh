@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The router against nginx, side by side, on the same cells and the same workload.
 #
-#   scripts/bench.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 5 s)
+#   scripts/bench.sh [ROUNDS] [SECONDS] [BASELINE_LDC]   (defaults: 3 rounds of 5 s)
 #
 # Starts `ldc up` on config/local.toml (cells on 127.0.0.1:7101-7103, router on
 # :7000), writes an nginx config that hashes the user id of /v1/users/{id}/... onto
@@ -10,14 +10,18 @@
 # nginx with 1 and 2 workers and the ldc router, and a one-user script straight at a
 # cell (the direct hop), in alternation. Prints medians: req/s, p50, p99, and the
 # proxy's CPU time per request (user+sys of its processes / requests served).
+# BASELINE_LDC (a saved earlier build) runs as a second router (127.0.0.1:7010) in
+# front of the same cells, with the same worker threads, in the same rounds, so a
+# change is measured side by side with what it replaces.
 # Loopback only; every process it starts is stopped by its pid at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
 seconds=${2:-5}
+baseline=${3:-}
 
 . scripts/common.sh
-install_missing wrk wrk nginx nginx-light
+install_missing wrk wrk nginx nginx-light curl curl
 cargo build --release --locked -q
 
 sed "s|data_dir = \"./data\"|data_dir = \"$work/data\"|" config/local.toml > "$work/local.toml"
@@ -26,6 +30,15 @@ pids+=($!)
 for _ in $(seq 1 300); do grep -q "ldc up: ready" "$work/up.out" 2>/dev/null && break; sleep 0.1; done
 grep -q "ldc up: ready" "$work/up.out" || { echo "ldc up did not start"; cat "$work/up.err"; exit 1; }
 router_pid=$(sed -n 's/.*started router r1 pid=\([0-9]*\).*/\1/p' "$work/up.out")
+if [ -n "$baseline" ]; then
+    cp "$work/local.toml" "$work/baseline.toml"
+    printf '[[routers]]\nid = "r2"\nregion = "local"\nlisten = "127.0.0.1:7010"\nadmin = "127.0.0.1:7011"\n' >> "$work/baseline.toml"
+    threads=$(tr '\0' '\n' < "/proc/$router_pid/environ" | sed -n 's/^TOKIO_WORKER_THREADS=//p')
+    TOKIO_WORKER_THREADS=${threads:-1} "$baseline" router --config "$work/baseline.toml" --id r2 2> "$work/baseline.err" &
+    baseline_pid=$!
+    pids+=("$baseline_pid")
+    for _ in $(seq 1 100); do curl -sf http://127.0.0.1:7011/ready >/dev/null && break; sleep 0.1; done
+fi
 
 # A user of cell a1, for the direct hop.
 direct_user=$(for i in $(seq 1 100); do
@@ -103,19 +116,29 @@ for round in $(seq 1 "$rounds"); do
     # shellcheck disable=SC2046
     results[nginx2]+="$(run http://127.0.0.1:7402 scripts/users.lua $(nginx_procs 2))"$'\n'
     results[router]+="$(run http://127.0.0.1:7000 scripts/users.lua "$router_pid")"$'\n'
+    if [ -n "$baseline" ]; then
+        results[baseline]+="$(run http://127.0.0.1:7010 scripts/users.lua "$baseline_pid")"$'\n'
+    fi
     echo "round $round of $rounds done" >&2
 done
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 col() { echo -n "${results[$1]}" | awk -v c="$2" '{ print $c }' | median; }
 printf "%-28s %10s %9s %9s %14s\n" target "req/s" "p50 ms" "p99 ms" "CPU us/req"
-for target in direct nginx1 nginx2 router; do
+targets="direct nginx1 nginx2 router"
+[ -n "$baseline" ] && targets+=" baseline"
+for target in $targets; do
     case $target in
         direct) name="cell direct (one user)";; nginx1) name="nginx, 1 worker";;
         nginx2) name="nginx, 2 workers";; router) name="ldc router";;
+        baseline) name="ldc router, baseline";;
     esac
     printf "%-28s %10s %9s %9s %14s\n" "$name" "$(col $target 1)" "$(col $target 2)" "$(col $target 3)" "$(col $target 4)"
 done
 best=$( [ "$(col nginx1 1)" -ge "$(col nginx2 1)" ] && echo nginx1 || echo nginx2 )
 awk -v r="$(col router 1)" -v n="$(col $best 1)" -v rc="$(col router 4)" -v nc="$(col $best 4)" -v b="$best" \
     'BEGIN { printf "router / best nginx (%s): throughput %.2fx, CPU per request %.2fx\n", b, r / n, (nc > 0 ? rc / nc : 0) }'
+if [ -n "$baseline" ]; then
+    awk -v r="$(col router 1)" -v b="$(col baseline 1)" -v rc="$(col router 4)" -v bc="$(col baseline 4)" \
+        'BEGIN { printf "router / baseline: throughput %.2fx, CPU per request %.2fx\n", r / b, (bc > 0 ? rc / bc : 0) }'
+fi
