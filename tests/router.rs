@@ -251,6 +251,25 @@ impl Handler for NamedCell {
     }
 }
 
+/// A cell that echoes the body it got.
+struct EchoCell;
+
+impl Handler for EchoCell {
+    type Body = Body;
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        use http_body_util::BodyExt;
+        let body = match req.into_body().collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(err) => return json(StatusCode::BAD_REQUEST, &err.to_string()),
+        };
+        json(
+            StatusCode::OK,
+            &serde_json::json!({"body": String::from_utf8_lossy(&body)}),
+        )
+    }
+}
+
 async fn spawn_cell<H: Handler>(handler: H) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -359,5 +378,36 @@ async fn requests_reach_cells_over_http2_and_over_http1() {
             .expect("router answers");
         assert_eq!(reply.status, StatusCode::OK, "http2_to_cells = {http2}");
         assert_eq!(reply.json()["cell"], "c1");
+    }
+}
+
+/// A body the client sends in chunks (HTTP/1.1 `Transfer-Encoding: chunked`) reaches
+/// the cell whole over either protocol (HTTP/2 forbids the header itself).
+#[tokio::test]
+async fn a_chunked_body_reaches_the_cell_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cell = spawn_cell(EchoCell).await;
+    let (admin, _) = fake_admin(serde_json::json!([{"cell": "c1", "epoch": 1}])).await;
+    let cells = format!(
+        "[[cells]]\nid = \"c1\"\nregion = \"r\"\nlisten = \"{cell}\"\nadmin = \"{admin}\"\n"
+    );
+    for http2 in [true, false] {
+        let router = start_router(&format!("[proxy]\nhttp2_to_cells = {http2}\n"), &cells).await;
+        let addr = router.url.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = "POST /v1/users/alice/echo HTTP/1.1\r\nHost: ldc\r\n\
+            Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+            5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut reply = String::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut reply))
+            .await
+            .expect("router answers in time")
+            .expect("read");
+        assert!(
+            reply.starts_with("HTTP/1.1 200"),
+            "http2_to_cells = {http2}: {reply}"
+        );
+        assert!(reply.contains(r#"{"body":"hello world"}"#), "{reply}");
     }
 }

@@ -5,6 +5,7 @@
 //! A router holds no state but the topology; any number of them may run, in any
 //! region, and they agree on every route because they read the same deploy file.
 
+mod channel;
 mod error;
 mod health;
 mod metrics;

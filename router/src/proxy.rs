@@ -20,6 +20,7 @@ use ldc_topology::{Topology, is_valid_user_id, split_user_path};
 use prometheus::{IntGauge, Registry};
 use serde::{Deserialize, Serialize};
 
+use crate::channel::{Channel, RecvBody, SendError};
 use crate::error::RouteError;
 use crate::health::{Health, HealthMetrics, Probers};
 use crate::metrics::{CellMetrics, Metrics, NO_CELL, UpstreamError};
@@ -41,11 +42,16 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-type ProxyBody = Either<Incoming, Full<Bytes>>;
+/// A cell's response body: from an HTTP/2 channel, or from a pooled HTTP/1.1
+/// connection.
+type CellBody = Either<RecvBody, Incoming>;
+type ProxyBody = Either<CellBody, Full<Bytes>>;
 
 /// What the router needs per cell, built once per topology.
 struct Upstream {
     authority: Authority,
+    /// With `proxy.http2_to_cells`; otherwise requests take the pooled client.
+    channel: Option<Channel>,
     id: HeaderValue,
     metrics: CellMetrics,
 }
@@ -62,6 +68,8 @@ struct Table {
 pub struct Proxy {
     table: ArcSwap<Table>,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// Connect and ping timeouts of HTTP/2 channels to cells, when they are used.
+    channels: Option<(Duration, Duration)>,
     metrics: Metrics,
     health_metrics: HealthMetrics,
     /// Metrics of requests answered without a cell.
@@ -93,7 +101,7 @@ struct Forward {
 struct Outcome {
     /// The cell that served the request's shard and the epoch, when one did.
     target: Option<(usize, u64)>,
-    result: Result<Response<Incoming>, RouteError>,
+    result: Result<Response<CellBody>, RouteError>,
 }
 
 impl Proxy {
@@ -112,7 +120,20 @@ impl Proxy {
             .build(connector);
         let metrics = Metrics::register(registry)?;
         let health_metrics = HealthMetrics::register(registry)?;
-        let table = Table::new(topology.clone(), &client, &metrics, &health_metrics, None);
+        let channels = deploy.proxy.http2_to_cells.then(|| {
+            (
+                Duration::from_millis(deploy.timeouts.connect_timeout_ms),
+                Duration::from_millis(deploy.timeouts.request_timeout_ms),
+            )
+        });
+        let table = Table::new(
+            topology.clone(),
+            &client,
+            channels,
+            &metrics,
+            &health_metrics,
+            None,
+        );
         Ok(Self {
             local: metrics.cell(NO_CELL),
             max_body_bytes: deploy.limits.max_body_bytes,
@@ -121,6 +142,7 @@ impl Proxy {
             retry_after: HeaderValue::from(deploy.timeouts.retry_after_s),
             table: ArcSwap::from_pointee(table),
             client,
+            channels,
             metrics,
             health_metrics,
         })
@@ -148,6 +170,7 @@ impl Proxy {
         let table = Table::new(
             next,
             &self.client,
+            self.channels,
             &self.metrics,
             &self.health_metrics,
             Some(&current.health),
@@ -271,30 +294,56 @@ impl Proxy {
         request: &Forward,
         slot: u32,
         cell: usize,
-    ) -> Result<Response<Incoming>, RouteError> {
+    ) -> Result<Response<CellBody>, RouteError> {
         let upstream = &table.upstreams[cell];
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(upstream.authority.clone());
         uri.path_and_query = request.path_and_query.clone();
-        let mut sent = Request::new(Full::new(request.body.clone()));
-        *sent.method_mut() = request.method.clone();
-        *sent.uri_mut() =
-            Uri::from_parts(uri).map_err(|err| RouteError::NotFound(err.to_string()))?;
-        *sent.headers_mut() = request.headers.clone();
-        let sent = self.client.request(sent);
+        let uri = Uri::from_parts(uri).map_err(|err| RouteError::NotFound(err.to_string()))?;
+        let sent = async {
+            match &upstream.channel {
+                Some(channel) => {
+                    let mut head = Request::new(());
+                    *head.method_mut() = request.method.clone();
+                    *head.uri_mut() = uri;
+                    *head.headers_mut() = request.headers.clone();
+                    // `:authority` says where; the body goes whole, in frames.
+                    head.headers_mut().remove(header::HOST);
+                    head.headers_mut().remove(header::TRANSFER_ENCODING);
+                    let response = channel.send(head, request.body.clone()).await?;
+                    Ok(response.map(Either::Left))
+                }
+                None => {
+                    let mut sent = Request::new(Full::new(request.body.clone()));
+                    *sent.method_mut() = request.method.clone();
+                    *sent.uri_mut() = uri;
+                    *sent.headers_mut() = request.headers.clone();
+                    match self.client.request(sent).await {
+                        Ok(response) => Ok(response.map(Either::Right)),
+                        Err(err) if err.is_connect() => {
+                            Err(SendError::Unreachable(error_chain(&err)))
+                        }
+                        Err(err) => Err(SendError::Failed(error_chain(&err))),
+                    }
+                }
+            }
+        };
         let cell_id = || table.topology.cells()[cell].id.clone();
         match tokio::time::timeout(self.request_timeout, sent).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => {
-                let error = if err.is_connect() {
-                    upstream.metrics.upstream_error(UpstreamError::Connect);
-                    RouteError::CellUnavailable(cell_id())
-                } else {
-                    upstream.metrics.upstream_error(UpstreamError::Failed);
-                    RouteError::CellFailed(cell_id())
+                let (error, cause) = match err {
+                    SendError::Unreachable(cause) => {
+                        upstream.metrics.upstream_error(UpstreamError::Connect);
+                        (RouteError::CellUnavailable(cell_id()), cause)
+                    }
+                    SendError::Failed(cause) => {
+                        upstream.metrics.upstream_error(UpstreamError::Failed);
+                        (RouteError::CellFailed(cell_id()), cause)
+                    }
                 };
-                tracing::warn!(cell = %cell_id(), slot, cause = %error_chain(&err), code = error.code(), "forward failed");
+                tracing::warn!(cell = %cell_id(), slot, %cause, code = error.code(), "forward failed");
                 Err(error)
             }
             Err(_) => {
@@ -339,6 +388,7 @@ impl Table {
     fn new(
         topology: Arc<Topology>,
         client: &Client<HttpConnector, Full<Bytes>>,
+        channels: Option<(Duration, Duration)>,
         metrics: &Metrics,
         health_metrics: &HealthMetrics,
         seed: Option<&Health>,
@@ -357,6 +407,8 @@ impl Table {
                 // A SocketAddr always renders as a valid authority and header value.
                 authority: Authority::try_from(cell.advertise.to_string().as_str())
                     .unwrap_or_else(|_| Authority::from_static("0.0.0.0:0")),
+                channel: channels
+                    .map(|(connect, ping)| Channel::new(cell.advertise, connect, ping)),
                 id: HeaderValue::try_from(cell.id.as_str())
                     .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
                 metrics: metrics.cell(&cell.id),
@@ -494,6 +546,11 @@ impl Drop for InFlight<'_> {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over their few names costs less than a
+    // hashed lookup per hop-by-hop name.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         // Every `Connection` line may name more hop-by-hop headers.
         let named: Vec<String> = headers

@@ -1,0 +1,276 @@
+//! HTTP/2 to one cell over the `h2` crate: one multiplexed connection shared by
+//! every request routed there, so that under load one read or write carries many
+//! requests. Each request opens its stream from its own task and awaits the
+//! response there: no pool to check out from, no dispatch task in between.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use h2::client::SendRequest;
+use h2::{Ping, PingPong, RecvStream};
+use http::header;
+use http::{Request, Response};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::net::TcpStream;
+
+/// How often an open connection is pinged; a cell that does not answer within the
+/// request timeout has its connection dropped, so that a silent peer (a host that
+/// vanished without closing the socket) does not keep the requests sent to it.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection to the cell: the request was not sent, so sending it elsewhere
+    /// cannot apply it twice.
+    Unreachable(String),
+    /// The request was sent (or may have been) and failed.
+    Failed(String),
+}
+
+pub struct Channel {
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    ping_timeout: Duration,
+    live: ArcSwapOption<SendRequest<Bytes>>,
+    /// Held while connecting, so that a burst of requests makes one connection;
+    /// remembers when the last attempt failed, so that requests that waited for it
+    /// fail with it instead of each trying again.
+    connecting: tokio::sync::Mutex<Option<(Instant, String)>>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    pub fn new(addr: SocketAddr, connect_timeout: Duration, ping_timeout: Duration) -> Self {
+        Self {
+            addr,
+            connect_timeout,
+            ping_timeout,
+            live: ArcSwapOption::empty(),
+            connecting: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Sends `request` with `body` (whole) and returns the response head; its body
+    /// streams after. A connection found closed is replaced once, before anything
+    /// is sent.
+    pub async fn send(
+        &self,
+        request: Request<()>,
+        body: Bytes,
+    ) -> Result<Response<RecvBody>, SendError> {
+        let mut replaced = false;
+        let mut ready = loop {
+            let sender = self.sender().await?;
+            match sender.as_ref().clone().ready().await {
+                Ok(ready) => break ready,
+                Err(err) if !replaced => {
+                    tracing::debug!(cell = %self.addr, cause = %err, "connection closed; reconnecting");
+                    self.live.compare_and_swap(&sender, None);
+                    replaced = true;
+                }
+                Err(err) => return Err(SendError::Unreachable(err.to_string())),
+            }
+        };
+        // Refused before anything was sent, but the connection was just found
+        // open: a request HTTP/2 cannot carry, not a cell to eject.
+        let (response, mut stream) = ready
+            .send_request(request, body.is_empty())
+            .map_err(|err| SendError::Failed(err.to_string()))?;
+        if !body.is_empty() {
+            // Buffered by h2 until the cell's window allows: at most the router's
+            // body limit.
+            stream
+                .send_data(body, true)
+                .map_err(|err| SendError::Failed(err.to_string()))?;
+        }
+        let (parts, stream) = response
+            .await
+            .map_err(|err| SendError::Failed(err.to_string()))?
+            .into_parts();
+        let length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let body = RecvBody {
+            stream,
+            length,
+            data_done: false,
+        };
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// The open connection, or a new one. A connection found closed was taken out
+    /// of `live` first, so whatever is there is newer.
+    async fn sender(&self) -> Result<Arc<SendRequest<Bytes>>, SendError> {
+        if let Some(sender) = self.live.load_full() {
+            return Ok(sender);
+        }
+        let asked = Instant::now();
+        let mut failed = self.connecting.lock().await;
+        if let Some(sender) = self.live.load_full() {
+            return Ok(sender);
+        }
+        if let Some((at, cause)) = failed.as_ref()
+            && *at >= asked
+        {
+            return Err(SendError::Unreachable(cause.clone()));
+        }
+        match self.connect().await {
+            Ok(sender) => {
+                let sender = Arc::new(sender);
+                self.live.store(Some(sender.clone()));
+                *failed = None;
+                Ok(sender)
+            }
+            Err(cause) => {
+                *failed = Some((Instant::now(), cause.clone()));
+                Err(SendError::Unreachable(cause))
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Bytes>, String> {
+        let addr = self.addr;
+        let handshake = async {
+            let stream = TcpStream::connect(addr)
+                .await
+                .map_err(|err| format!("cannot connect to {addr}: {err}"))?;
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(%addr, cause = %err, "cannot set TCP_NODELAY");
+            }
+            h2::client::Builder::new()
+                .enable_push(false)
+                .handshake::<_, Bytes>(stream)
+                .await
+                .map_err(|err| format!("HTTP/2 handshake with {addr} failed: {err}"))
+        };
+        let (sender, mut connection) = tokio::time::timeout(self.connect_timeout, handshake)
+            .await
+            .map_err(|_| {
+                format!(
+                    "cannot connect to {addr} within {} ms",
+                    self.connect_timeout.as_millis()
+                )
+            })??;
+        let pings = connection.ping_pong();
+        let ping_timeout = self.ping_timeout;
+        let mut connection = Coalesce {
+            inner: connection,
+            yielded: false,
+        };
+        tokio::spawn(async move {
+            let outcome = match pings {
+                Some(pings) => tokio::select! {
+                    ended = &mut connection => ended.map_err(|err| err.to_string()),
+                    cause = keepalive(pings, ping_timeout) => Err(cause),
+                },
+                None => connection.await.map_err(|err| err.to_string()),
+            };
+            match outcome {
+                Ok(()) => tracing::debug!(%addr, "connection to cell closed"),
+                Err(cause) => tracing::debug!(%addr, %cause, "connection to cell ended"),
+            }
+        });
+        tracing::debug!(%addr, "connected to cell over HTTP/2");
+        Ok(sender)
+    }
+}
+
+/// Polls a connection only after every other task that was ready when it was
+/// woken has run: a request wakes the connection to send its stream, and the
+/// requests woken alongside it then go out in the same write instead of one write
+/// each.
+struct Coalesce<F> {
+    inner: F,
+    yielded: bool,
+}
+
+impl<F: Future + Unpin> Future for Coalesce<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if !self.yielded {
+            self.yielded = true;
+            // A task that wakes itself goes to the back of the run queue.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.yielded = false;
+        Pin::new(&mut self.inner).poll(cx)
+    }
+}
+
+/// Pings every [`KEEPALIVE_INTERVAL`]; returns why the connection should go.
+async fn keepalive(mut pings: PingPong, timeout: Duration) -> String {
+    loop {
+        tokio::time::sleep(KEEPALIVE_INTERVAL).await;
+        match tokio::time::timeout(timeout, pings.ping(Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return format!("ping failed: {err}"),
+            Err(_) => return format!("no answer to a ping within {} ms", timeout.as_millis()),
+        }
+    }
+}
+
+/// A response body arriving on an HTTP/2 stream; returns flow-control credit as
+/// it is read.
+#[derive(Debug)]
+pub struct RecvBody {
+    stream: RecvStream,
+    /// From the response's `Content-Length`, so that the router's client learns the
+    /// length up front too.
+    length: Option<u64>,
+    data_done: bool,
+}
+
+impl Body for RecvBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = self.get_mut();
+        if !this.data_done {
+            match ready!(this.stream.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // Credit for what was read; fails only if the stream is gone.
+                    let _ = this.stream.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(err)) => return Poll::Ready(Some(Err(err))),
+                None => this.data_done = true,
+            }
+        }
+        match ready!(this.stream.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(err) => Poll::Ready(Some(Err(err))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.stream.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.length
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}
