@@ -411,3 +411,40 @@ async fn a_chunked_body_reaches_the_cell_whole() {
         assert!(reply.contains(r#"{"body":"hello world"}"#), "{reply}");
     }
 }
+
+/// A client that connects and sends nothing, or half a request, is closed at the
+/// header read timeout instead of holding one of the listener's connections.
+#[tokio::test]
+async fn silent_and_slow_clients_are_closed_at_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let settings = ServeSettings {
+        header_read_timeout: Duration::from_millis(200),
+        ..settings()
+    };
+    tokio::spawn(serve(
+        listener,
+        Arc::new(NamedCell("c1")),
+        settings,
+        std::future::pending(),
+    ));
+    for sent in ["", "GET /v1/users/alice/whoami HTTP/1.1\r\nHost: ldc\r\n"] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(sent.as_bytes()).await.expect("send");
+        let started = Instant::now();
+        let mut reply = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut reply))
+            .await
+            .is_ok();
+        assert!(
+            closed,
+            "a client that sent {sent:?} is still connected after 3 s"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(150),
+            "closed after {:?}, before the timeout",
+            started.elapsed()
+        );
+    }
+}

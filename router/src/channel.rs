@@ -3,7 +3,6 @@
 //! requests. Each request opens its stream from its own task and awaits the
 //! response there: no pool to check out from, no dispatch task in between.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,6 +16,7 @@ use h2::{Ping, PingPong, RecvStream};
 use http::header;
 use http::{Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
+use ldc_serve::Coalesce;
 use tokio::net::TcpStream;
 
 /// How often an open connection is pinged; a cell that does not answer within the
@@ -169,10 +169,7 @@ impl Channel {
             })??;
         let pings = connection.ping_pong();
         let ping_timeout = self.ping_timeout;
-        let mut connection = Coalesce {
-            inner: connection,
-            yielded: false,
-        };
+        let mut connection = Coalesce::new(connection);
         tokio::spawn(async move {
             let outcome = match pings {
                 Some(pings) => tokio::select! {
@@ -188,30 +185,6 @@ impl Channel {
         });
         tracing::debug!(%addr, "connected to cell over HTTP/2");
         Ok(sender)
-    }
-}
-
-/// Polls a connection only after every other task that was ready when it was
-/// woken has run: a request wakes the connection to send its stream, and the
-/// requests woken alongside it then go out in the same write instead of one write
-/// each.
-struct Coalesce<F> {
-    inner: F,
-    yielded: bool,
-}
-
-impl<F: Future + Unpin> Future for Coalesce<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        if !self.yielded {
-            self.yielded = true;
-            // A task that wakes itself goes to the back of the run queue.
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        self.yielded = false;
-        Pin::new(&mut self.inner).poll(cx)
     }
 }
 

@@ -3,12 +3,14 @@
 //! JSON responses, and the shutdown signal.
 
 mod admin;
+mod coalesce;
 mod phase;
 mod reply;
 mod server;
 mod signal;
 
 pub use admin::{AdminRoutes, serve_with_admin};
+pub use coalesce::Coalesce;
 pub use phase::{Phase, PhaseTx, phase_channel};
 pub use reply::{Body, error_body, error_chain, json, json_bytes, json_error};
 pub use server::{Handler, ServeSettings, serve};

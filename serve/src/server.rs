@@ -13,8 +13,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+
+use crate::Coalesce;
 
 /// Streams a multiplexed HTTP/2 connection may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -96,12 +98,26 @@ pub async fn serve<H: Handler>(
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler.handle(req).await) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let first_bytes_timeout = settings.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
+            let Some(http2) = speaks_http2(&stream, first_bytes_timeout).await else {
+                tracing::debug!(%peer, "closed: nothing sent within the header read timeout");
+                return;
+            };
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let conn = watcher.watch(conn);
+            // Many streams share an HTTP/2 connection: their responses go out
+            // together. HTTP/1.1 carries one at a time, so deferring would only cost.
+            let ended = if http2 {
+                Coalesce::new(conn).await
+            } else {
+                conn.await
+            };
+            if let Err(err) = ended {
                 tracing::debug!(cause = %err, %peer, "connection ended with an error");
             }
             drop(permit);
@@ -118,5 +134,16 @@ pub async fn serve<H: Handler>(
             drain_timeout_ms = settings.drain_timeout.as_millis() as u64,
             "drain deadline passed; closing the remaining connections"
         );
+    }
+}
+
+/// Whether a client opens with HTTP/2's connection preface (prior knowledge:
+/// `PRI * HTTP/2.0`; no HTTP/1.1 method is `PRI`), read without consuming it.
+/// `None` when the client closed or sent nothing within `timeout`.
+async fn speaks_http2(stream: &TcpStream, timeout: Duration) -> Option<bool> {
+    let mut head = [0u8; 4];
+    match tokio::time::timeout(timeout, stream.peek(&mut head)).await {
+        Ok(Ok(0) | Err(_)) | Err(_) => None,
+        Ok(Ok(n)) => Some(n == head.len() && head == *b"PRI "),
     }
 }
