@@ -24,6 +24,12 @@ use tokio::net::TcpStream;
 /// vanished without closing the socket) does not keep the requests sent to it.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Streams opened before the cell's settings say how many it takes.
+const INITIAL_MAX_STREAMS: usize = 100;
+/// Receive windows: per stream, and for the whole connection.
+const STREAM_WINDOW: u32 = 2 << 20;
+const CONNECTION_WINDOW: u32 = 5 << 20;
+
 /// Why a request got no response.
 #[derive(Debug)]
 pub enum SendError {
@@ -155,6 +161,14 @@ impl Channel {
             }
             h2::client::Builder::new()
                 .enable_push(false)
+                // Until the cell's settings arrive, h2 would open any number of
+                // streams; the cell refuses those past its limit and, past 1024
+                // refusals, closes the connection with the streams it runs.
+                .initial_max_send_streams(INITIAL_MAX_STREAMS)
+                // A response nobody reads yet holds its stream's window; with
+                // h2's 64 KiB default it could hold the whole connection's.
+                .initial_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
                 .handshake::<_, Bytes>(stream)
                 .await
                 .map_err(|err| format!("HTTP/2 handshake with {addr} failed: {err}"))
