@@ -217,8 +217,8 @@ async fn commit<S: Store>(
         .map_or(0, |d| d.as_millis() as u64);
     let mut txn = store.begin().await?;
     let applied = async {
-        let mut reads = vec![keys::owner()];
-        reads.extend(batch.iter().flat_map(|job| ledger::reads(&job.request)));
+        let reads = std::iter::once(keys::owner())
+            .chain(batch.iter().flat_map(|job| ledger::reads(&job.request)));
         txn.read_ahead(reads).await?;
         ledger::check_owner(&mut txn, &fence.owner, fence.epoch).await?;
         let mut replies = Vec::with_capacity(batch.len());

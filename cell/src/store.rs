@@ -85,9 +85,13 @@ pub trait Transaction {
     ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>>;
 
     /// Reads `keys` in one round trip where the store is remote, so that this
-    /// transaction's later gets of them are answered from memory; a no-op where
-    /// reads are local. A batch reads ahead what its writes will look at.
-    fn read_ahead(&mut self, keys: Vec<Vec<u8>>) -> impl Future<Output = Result<(), StoreError>> {
+    /// transaction's later gets of them are answered from memory. Where reads are
+    /// local it does nothing, and never walks `keys`: a lazy iterator costs nothing.
+    /// A batch reads ahead what its writes will look at.
+    fn read_ahead(
+        &mut self,
+        keys: impl IntoIterator<Item = Vec<u8>>,
+    ) -> impl Future<Output = Result<(), StoreError>> {
         drop(keys);
         async { Ok(()) }
     }

@@ -13,7 +13,7 @@ use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use h2::client::SendRequest;
 use h2::{Ping, PingPong, RecvStream};
-use http::header;
+use http::header::{self, HeaderMap};
 use http::{Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
 use ldc_serve::Coalesce;
@@ -107,14 +107,9 @@ impl Channel {
             .await
             .map_err(|err| SendError::Failed(err.to_string()))?
             .into_parts();
-        let length = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
         let body = RecvBody {
             stream,
-            length,
+            length: content_length(&parts.headers),
             data_done: false,
         };
         Ok(Response::from_parts(parts, body))
@@ -200,6 +195,14 @@ impl Channel {
         tracing::debug!(%addr, "connected to cell over HTTP/2");
         Ok(sender)
     }
+}
+
+/// A message's declared `Content-Length`, when it has a valid one.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Pings every [`KEEPALIVE_INTERVAL`]; returns why the connection should go.

@@ -20,7 +20,7 @@ use ldc_topology::{Topology, is_valid_user_id, split_user_path};
 use prometheus::{IntGauge, Registry};
 use serde::{Deserialize, Serialize};
 
-use crate::channel::{Channel, RecvBody, SendError};
+use crate::channel::{Channel, RecvBody, SendError, content_length};
 use crate::error::RouteError;
 use crate::health::{Health, HealthMetrics, Probers};
 use crate::metrics::{CellMetrics, Metrics, NO_CELL, UpstreamError};
@@ -182,11 +182,7 @@ impl Proxy {
     /// The client's body, whole: bounded in size and in time, so that it can be
     /// sent again and so that a slow client never holds a cell's time.
     async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, RouteError> {
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > self.max_body_bytes) {
+        if content_length(headers).is_some_and(|len| len > self.max_body_bytes) {
             return Err(RouteError::BodyTooLarge(self.max_body_bytes));
         }
         // Most requests are reads without a body: no timer for them.

@@ -255,11 +255,16 @@ impl Transaction for TikvTxn {
         bounded(self.timeout, self.txn.get_for_update(key)).await
     }
 
-    async fn read_ahead(&mut self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
+    async fn read_ahead(
+        &mut self,
+        keys: impl IntoIterator<Item = Vec<u8>>,
+    ) -> Result<(), StoreError> {
         // The client's buffer keeps what the batch get found, so the gets that
         // follow make no request; `absent` answers for the rest.
-        let mut absent: HashSet<Vec<u8>> =
-            keys.iter().map(|key| encode(&self.prefix, key)).collect();
+        let mut absent: HashSet<Vec<u8>> = keys
+            .into_iter()
+            .map(|key| encode(&self.prefix, &key))
+            .collect();
         let wanted: Vec<Vec<u8>> = absent.iter().cloned().collect();
         let found = bounded(self.timeout, self.txn.batch_get(wanted)).await?;
         for pair in found {
