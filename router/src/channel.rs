@@ -131,7 +131,9 @@ impl Channel {
         {
             return Err(SendError::Unreachable(cause.clone()));
         }
-        match self.connect().await {
+        // Boxed: connecting is rare, and its future would otherwise make every
+        // request's future (moved at each `.await` up the chain) larger.
+        match Box::pin(self.connect()).await {
             Ok(sender) => {
                 let sender = Arc::new(sender);
                 self.live.store(Some(sender.clone()));

@@ -14,6 +14,12 @@ pub enum RouteError {
     NotFound(String),
     #[error("{0} is not allowed here")]
     MethodNotAllowed(String),
+    #[error("malformed request: {0}")]
+    BadRequest(String),
+    #[error("request head is larger than {0} bytes")]
+    HeadTooLarge(usize),
+    #[error("request has more than {0} header lines")]
+    TooManyHeaders(usize),
     #[error("request body is larger than {0} bytes")]
     BodyTooLarge(u64),
     #[error("request body not received within {0} ms")]
@@ -35,7 +41,12 @@ pub enum RouteError {
 impl RouteError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingUserId | Self::InvalidUserId => StatusCode::BAD_REQUEST,
+            Self::MissingUserId | Self::InvalidUserId | Self::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::HeadTooLarge(_) | Self::TooManyHeaders(_) => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -53,6 +64,8 @@ impl RouteError {
         match self {
             Self::MissingUserId => "missing_user_id",
             Self::InvalidUserId => "invalid_user_id",
+            Self::BadRequest(_) => "bad_request",
+            Self::HeadTooLarge(_) | Self::TooManyHeaders(_) => "head_too_large",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::BodyTooLarge(_) => "body_too_large",

@@ -7,6 +7,7 @@
 
 mod channel;
 mod error;
+mod front;
 mod health;
 mod metrics;
 mod proxy;

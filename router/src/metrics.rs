@@ -110,14 +110,15 @@ impl Metrics {
 }
 
 impl CellMetrics {
-    pub fn observe(&self, method: &Method, status: StatusCode, seconds: f64) {
-        let method = match *method {
-            Method::GET => 0,
-            Method::POST => 1,
-            Method::PUT => 2,
-            Method::DELETE => 3,
-            Method::PATCH => 4,
-            Method::HEAD => 5,
+    /// Counts an answer; `method` is `None` for a request whose head was unreadable.
+    pub fn observe(&self, method: Option<&Method>, status: StatusCode, seconds: f64) {
+        let method = match method {
+            Some(&Method::GET) => 0,
+            Some(&Method::POST) => 1,
+            Some(&Method::PUT) => 2,
+            Some(&Method::DELETE) => 3,
+            Some(&Method::PATCH) => 4,
+            Some(&Method::HEAD) => 5,
             _ => 6,
         };
         let class = usize::from(status.as_u16() / 100).clamp(1, CLASSES.len()) - 1;

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use ldc_serve::{Handler, error_chain, json, json_error};
+use ldc_serve::{Handler, Http1Connection, Served, error_chain, json, json_error};
 use ldc_topology::{Topology, is_valid_user_id, split_user_path};
 use prometheus::{IntGauge, Registry};
 use serde::{Deserialize, Serialize};
@@ -45,7 +45,7 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 /// A cell's response body: from an HTTP/2 channel, or from a pooled HTTP/1.1
 /// connection.
 type CellBody = Either<RecvBody, Incoming>;
-type ProxyBody = Either<CellBody, Full<Bytes>>;
+pub(crate) type ProxyBody = Either<CellBody, Full<Bytes>>;
 
 /// What the router needs per cell, built once per topology.
 struct Upstream {
@@ -179,16 +179,28 @@ impl Proxy {
         Ok(())
     }
 
-    /// The client's body, whole: bounded in size and in time, so that it can be
-    /// sent again and so that a slow client never holds a cell's time.
+    /// How long a client gets to send a body, and its largest size.
+    pub(crate) fn body_limits(&self) -> (Duration, u64) {
+        (self.body_timeout, self.max_body_bytes)
+    }
+
+    /// The body of an HTTP/2 client's request, whole: bounded in size and in time,
+    /// so that it can be sent again and so that a slow client never holds a cell's
+    /// time. (The HTTP/1.1 front reads its clients' bodies itself, to the same
+    /// bounds.)
     async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, RouteError> {
         if content_length(headers).is_some_and(|len| len > self.max_body_bytes) {
             return Err(RouteError::BodyTooLarge(self.max_body_bytes));
         }
-        // Most requests are reads without a body: no timer for them.
+        // Most requests are reads without a body: no timer for them, and no room
+        // in every request's future for reading one.
         if body.is_end_stream() {
             return Ok(Bytes::new());
         }
+        Box::pin(self.collect_body(body)).await
+    }
+
+    async fn collect_body(&self, body: Incoming) -> Result<Bytes, RouteError> {
         let limited = Limited::new(body, self.max_body_bytes as usize);
         match tokio::time::timeout(self.body_timeout, limited.collect()).await {
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
@@ -208,7 +220,7 @@ impl Proxy {
     async fn route_and_forward(
         &self,
         table: &Table,
-        req: Request<Incoming>,
+        req: Request<Bytes>,
         slot: u32,
         shard: usize,
     ) -> Outcome {
@@ -224,15 +236,6 @@ impl Proxy {
             };
         };
         let (mut parts, body) = req.into_parts();
-        let body = match self.read_body(&parts.headers, body).await {
-            Ok(body) => body,
-            Err(err) => {
-                return Outcome {
-                    target: Some(target),
-                    result: Err(err),
-                };
-            }
-        };
         strip_hop_by_hop(&mut parts.headers);
         let request = Forward {
             method: parts.method,
@@ -250,7 +253,8 @@ impl Proxy {
                 }
                 Ok(response) if response.status() == StatusCode::MISDIRECTED_REQUEST => {
                     let ask: Vec<usize> = candidates().chain([target.0]).collect();
-                    table.health.refresh(&ask).await;
+                    // Boxed, as rare: it would otherwise widen every request's future.
+                    Box::pin(table.health.refresh(&ask)).await;
                     true
                 }
                 _ => {
@@ -427,7 +431,7 @@ enum Target<'r> {
     User(&'r str),
 }
 
-fn target(req: &Request<Incoming>) -> Result<Target<'_>, RouteError> {
+fn target<B>(req: &Request<B>) -> Result<Target<'_>, RouteError> {
     let path = req.uri().path();
     if let Some((user_id, _)) = split_user_path(path) {
         return Ok(Target::User(user_id));
@@ -482,7 +486,24 @@ fn placement_answer(topology: &Topology, health: &Health, user_id: &str) -> Resp
 impl Handler for Proxy {
     type Body = ProxyBody;
 
+    /// Requests of HTTP/2 clients.
     async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let (parts, body) = req.into_parts();
+        match self.read_body(&parts.headers, body).await {
+            Ok(body) => self.answer(Request::from_parts(parts, body)).await,
+            Err(error) => self.reject(Some(&parts.method), &error),
+        }
+    }
+
+    fn take_http1(self: Arc<Self>, conn: Http1Connection) -> Result<Served, Http1Connection> {
+        Ok(Box::pin(crate::front::serve(self, conn)))
+    }
+}
+
+impl Proxy {
+    /// Routes a request whose body was read whole and returns the cell's response,
+    /// or the router's own answer.
+    pub(crate) async fn answer(&self, req: Request<Bytes>) -> Response<ProxyBody> {
         let started = Instant::now();
         let _in_flight = InFlight::enter(&self.metrics.in_flight);
         let method = req.method().clone();
@@ -520,7 +541,23 @@ impl Handler for Proxy {
                 (&upstream.metrics, response)
             }
         };
-        metrics.observe(&method, response.status(), started.elapsed().as_secs_f64());
+        metrics.observe(
+            Some(&method),
+            response.status(),
+            started.elapsed().as_secs_f64(),
+        );
+        response
+    }
+
+    /// The router's answer to a request it could not read, counted with the
+    /// answers given without a cell.
+    pub(crate) fn reject(
+        &self,
+        method: Option<&Method>,
+        error: &RouteError,
+    ) -> Response<ProxyBody> {
+        let response = self.error_response(error);
+        self.local.observe(method, response.status(), 0.0);
         response
     }
 }

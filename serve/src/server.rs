@@ -3,6 +3,8 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use crate::Coalesce;
 
@@ -30,6 +32,26 @@ pub trait Handler: Send + Sync + 'static {
         + 'static;
 
     fn handle(&self, req: Request<Incoming>) -> impl Future<Output = Response<Self::Body>> + Send;
+
+    /// Takes an HTTP/1.1 connection to serve with a server of its own instead of
+    /// hyper's (the router's front does), or gives it back: the default.
+    fn take_http1(self: Arc<Self>, conn: Http1Connection) -> Result<Served, Http1Connection> {
+        Err(conn)
+    }
+}
+
+/// A connection served by a handler's own server, to its end.
+pub type Served = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// An accepted HTTP/1.1 connection, for [`Handler::take_http1`].
+#[derive(Debug)]
+pub struct Http1Connection {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub header_read_timeout: Duration,
+    /// Becomes true when the listener stops: finish the request in hand, close.
+    /// The listener's drain waits for the connection up to its deadline.
+    pub closing: watch::Receiver<bool>,
 }
 
 /// Limits of one listener, from the deploy file's `timeouts` and `limits`.
@@ -69,6 +91,8 @@ pub async fn serve<H: Handler>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     let graceful = GracefulShutdown::new();
+    // The drain signal of connections served by the handler's own server.
+    let (closing, _) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(settings.max_connections));
     tokio::pin!(shutdown);
     loop {
@@ -94,17 +118,39 @@ pub async fn serve<H: Handler>(
             tracing::debug!(cause = %err, %peer, "cannot set TCP_NODELAY");
         }
         let handler = handler.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn({
             let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler.handle(req).await) }
+            move |req| {
+                let handler = handler.clone();
+                async move { Ok::<_, Infallible>(handler.handle(req).await) }
+            }
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let first_bytes_timeout = settings.header_read_timeout;
+        let header_read_timeout = settings.header_read_timeout;
+        let closing = closing.subscribe();
         tokio::spawn(async move {
-            let Some(http2) = speaks_http2(&stream, first_bytes_timeout).await else {
+            let Some(http2) = speaks_http2(&stream, header_read_timeout).await else {
                 tracing::debug!(%peer, "closed: nothing sent within the header read timeout");
                 return;
+            };
+            let stream = if http2 {
+                stream
+            } else {
+                let conn = Http1Connection {
+                    stream,
+                    peer,
+                    header_read_timeout,
+                    closing,
+                };
+                match handler.take_http1(conn) {
+                    Ok(served) => {
+                        served.await;
+                        drop(permit);
+                        return;
+                    }
+                    Err(conn) => conn.stream,
+                }
             };
             let conn = builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -125,6 +171,9 @@ pub async fn serve<H: Handler>(
     }
     drop(listener);
     let open = graceful.count();
+    // Every connection's task holds a watcher until it ends, whichever server
+    // serves it: the graceful shutdown waits for all of them.
+    closing.send_replace(true);
     if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
         .await
         .is_err()

@@ -1,0 +1,684 @@
+//! The router's HTTP/1.1 front: reads each request whole (head and body, bounded
+//! in size and in time), hands it to the proxy, and writes the response in one
+//! write when it is whole. Clients over HTTP/2 go through hyper's server instead.
+//!
+//! A request costs one read and one write here, as in hyper's server, but a
+//! proxy needs little of what a general server does per request (a body channel
+//! to the handler, a dispatch state machine, a timer armed per request): on the
+//! proxied hot path hyper's HTTP/1.1 server spent about as many instructions as
+//! the rest of the router together.
+
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Body;
+use ldc_serve::Http1Connection;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use crate::error::RouteError;
+use crate::proxy::{Proxy, ProxyBody};
+
+/// Largest request head (request line and headers); 431 above.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most header lines a request may have; 431 above.
+const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line of a chunked body, extensions included.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Response bytes held before they are written while a body still streams.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// How long a closing connection keeps reading (and dropping) what its client
+/// still sends, so that the client reads the answer before the reset.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Serves `conn` until its client closes it, a request asks to close it, it breaks
+/// a limit, or the listener stops.
+pub(crate) async fn serve(proxy: Arc<Proxy>, conn: Http1Connection) {
+    let Http1Connection {
+        stream,
+        peer,
+        header_read_timeout,
+        mut closing,
+    } = conn;
+    let (body_timeout, max_body) = proxy.body_limits();
+    let mut front = Front {
+        stream,
+        read: BytesMut::with_capacity(8 * 1024),
+        write: Vec::with_capacity(8 * 1024),
+        timer: Timer::new(),
+        body_timeout,
+    };
+    loop {
+        // The deadline counts from the end of the last response: a keep-alive
+        // connection idle longer than the header read timeout is closed.
+        let deadline = Instant::now() + header_read_timeout;
+        let head = match front.read_head(deadline, &mut closing).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(Broken::Reject(error)) => {
+                front.reject(&proxy, None, &error).await;
+                return;
+            }
+            Err(Broken::Gone(cause)) => {
+                tracing::debug!(%peer, %cause, "client connection ended");
+                return;
+            }
+        };
+        let keep_alive = head.keep_alive && !*closing.borrow();
+        if head.expects_continue && head.framing != Framing::Empty {
+            front
+                .write
+                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        let body = match front
+            .read_body(head.framing, max_body, Instant::now() + body_timeout)
+            .await
+        {
+            Ok(body) => body,
+            Err(Broken::Reject(error)) => {
+                front
+                    .reject(&proxy, Some(head.request.method()), &error)
+                    .await;
+                return;
+            }
+            Err(Broken::Gone(cause)) => {
+                tracing::debug!(%peer, %cause, "client connection ended in a body");
+                return;
+            }
+        };
+        let asked = Asked {
+            head: head.request.method() == Method::HEAD,
+            version: head.request.version(),
+        };
+        let response = proxy.answer(head.request.map(|()| body)).await;
+        // `closing` may have changed while the request was in the cell.
+        let keep_alive = keep_alive && !*closing.borrow();
+        let written = front
+            .write_response(response, asked, keep_alive, Instant::now() + body_timeout)
+            .await;
+        match written {
+            Ok(true) => {}
+            Ok(false) => {
+                front.linger().await;
+                return;
+            }
+            Err(cause) => {
+                tracing::debug!(%peer, %cause, "response not delivered");
+                return;
+            }
+        }
+    }
+}
+
+/// Why a connection stops before its request was answered.
+enum Broken {
+    /// The request breaks a rule: answered, then the connection closes.
+    Reject(RouteError),
+    /// The client went away or stalled: nothing to answer.
+    Gone(String),
+}
+
+/// How a request's body is delimited (RFC 9112 section 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+/// What of a request shapes its response's framing.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    head: bool,
+    version: Version,
+}
+
+/// A parsed request head and what it says about its connection.
+struct Head {
+    request: Request<()>,
+    framing: Framing,
+    keep_alive: bool,
+    expects_continue: bool,
+}
+
+struct Front {
+    stream: TcpStream,
+    read: BytesMut,
+    write: Vec<u8>,
+    timer: Timer,
+    body_timeout: Duration,
+}
+
+impl Front {
+    /// The next request's head, or `None` when the client closed between requests,
+    /// stayed silent past `deadline`, or the listener is stopping.
+    async fn read_head(
+        &mut self,
+        deadline: Instant,
+        closing: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Option<Head>, Broken> {
+        loop {
+            if !self.read.is_empty() {
+                if let Some(head) = parse_head(&mut self.read)? {
+                    return Ok(Some(head));
+                }
+                if self.read.len() >= MAX_HEAD_BYTES {
+                    return Err(Broken::Reject(RouteError::HeadTooLarge(MAX_HEAD_BYTES)));
+                }
+            }
+            if *closing.borrow_and_update() && self.read.is_empty() {
+                return Ok(None);
+            }
+            self.read.reserve(4096);
+            let idle = self.read.is_empty();
+            let read = tokio::select! {
+                biased;
+                read = self.timer.bound(deadline, self.stream.read_buf(&mut self.read)) => read,
+                _ = closing.changed(), if idle => return Ok(None),
+            };
+            match read {
+                Some(Ok(0)) if idle => return Ok(None),
+                Some(Ok(0)) => return Err(Broken::Gone("closed within a request head".into())),
+                Some(Ok(_)) => {}
+                Some(Err(err)) if idle => {
+                    tracing::debug!(cause = %err, "read between requests failed");
+                    return Ok(None);
+                }
+                Some(Err(err)) => return Err(Broken::Gone(err.to_string())),
+                None if idle => return Ok(None),
+                None => return Err(Broken::Gone("request head not received in time".into())),
+            }
+        }
+    }
+
+    /// The request's body, whole: at most `max` bytes, received by `deadline`.
+    async fn read_body(
+        &mut self,
+        framing: Framing,
+        max: u64,
+        deadline: Instant,
+    ) -> Result<Bytes, Broken> {
+        match framing {
+            Framing::Empty => Ok(Bytes::new()),
+            Framing::Length(len) if len > max => Err(Broken::Reject(RouteError::BodyTooLarge(max))),
+            Framing::Length(len) => {
+                let len = len as usize;
+                while self.read.len() < len {
+                    self.fill(len - self.read.len(), deadline, max).await?;
+                }
+                Ok(self.read.split_to(len).freeze())
+            }
+            Framing::Chunked => {
+                let mut body = BytesMut::new();
+                loop {
+                    let line = self.line(deadline, max).await?;
+                    let size = chunk_size(&line)?;
+                    if size == 0 {
+                        // Trailers, if any, are dropped: the body is sent whole.
+                        while !self.line(deadline, max).await?.is_empty() {}
+                        return Ok(body.freeze());
+                    }
+                    if body.len() as u64 + size > max {
+                        return Err(Broken::Reject(RouteError::BodyTooLarge(max)));
+                    }
+                    let size = size as usize;
+                    while self.read.len() < size + 2 {
+                        self.fill(size + 2 - self.read.len(), deadline, max).await?;
+                    }
+                    body.extend_from_slice(&self.read[..size]);
+                    if &self.read[size..size + 2] != b"\r\n" {
+                        return Err(invalid_body("a chunk does not end with CRLF"));
+                    }
+                    let _ = self.read.split_to(size + 2);
+                }
+            }
+        }
+    }
+
+    /// One CRLF-terminated line of a chunked body, without its CRLF.
+    async fn line(&mut self, deadline: Instant, max: u64) -> Result<Bytes, Broken> {
+        loop {
+            if let Some(end) = self.read.windows(2).position(|w| w == b"\r\n") {
+                let line = self.read.split_to(end + 2).freeze();
+                return Ok(line.slice(..end));
+            }
+            if self.read.len() > MAX_CHUNK_LINE {
+                return Err(invalid_body("a chunk-size line is too long"));
+            }
+            self.fill(1, deadline, max).await?;
+        }
+    }
+
+    /// Reads at least once more into the read buffer (`wanted` bytes, or less).
+    async fn fill(&mut self, wanted: usize, deadline: Instant, max: u64) -> Result<(), Broken> {
+        // Writes the 100-continue, if one waits, before waiting for the body.
+        if !self.write.is_empty() {
+            let write = self.stream.write_all(&self.write);
+            match self.timer.bound(deadline, write).await {
+                Some(Ok(())) => self.write.clear(),
+                Some(Err(err)) => return Err(Broken::Gone(err.to_string())),
+                None => return Err(self.body_timed_out()),
+            }
+        }
+        self.read.reserve(wanted.min(max as usize).max(4096));
+        match self
+            .timer
+            .bound(deadline, self.stream.read_buf(&mut self.read))
+            .await
+        {
+            Some(Ok(0)) => Err(Broken::Gone("closed within a request body".into())),
+            Some(Ok(_)) => Ok(()),
+            Some(Err(err)) => Err(Broken::Gone(err.to_string())),
+            None => Err(self.body_timed_out()),
+        }
+    }
+
+    fn body_timed_out(&self) -> Broken {
+        Broken::Reject(RouteError::BodyTimeout(self.body_timeout.as_millis() as u64))
+    }
+
+    /// Answers a request the front could not take, then closes.
+    async fn reject(&mut self, proxy: &Proxy, method: Option<&Method>, error: &RouteError) {
+        let response = proxy.reject(method, error);
+        self.write.clear();
+        let deadline = Instant::now() + LINGER;
+        let asked = Asked {
+            head: false,
+            version: Version::HTTP_11,
+        };
+        if self
+            .write_response(response, asked, false, deadline)
+            .await
+            .is_ok()
+        {
+            self.linger().await;
+        }
+    }
+
+    /// Writes `response`: its head and, when whole, its body in one write; a body
+    /// still streaming goes out as it comes. Returns whether the connection stays
+    /// open for another request.
+    async fn write_response(
+        &mut self,
+        response: Response<ProxyBody>,
+        asked: Asked,
+        keep_alive: bool,
+        deadline: Instant,
+    ) -> Result<bool, String> {
+        let (parts, mut body) = response.into_parts();
+        let status = parts.status;
+        // Their headers go as they are (a HEAD's Content-Length says what a GET
+        // would get); their body, if any, is dropped.
+        let bodiless = asked.head
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let length = body
+            .size_hint()
+            .exact()
+            .or_else(|| crate::channel::content_length(&parts.headers));
+        let http10 = asked.version == Version::HTTP_10;
+        let chunked = !bodiless && length.is_none() && !http10;
+        // Without a length, an HTTP/1.0 client learns where the body ends from
+        // the close.
+        let keep_alive = keep_alive && (bodiless || length.is_some());
+        let w = &mut self.write;
+        w.extend_from_slice(b"HTTP/1.1 ");
+        w.extend_from_slice(status.as_str().as_bytes());
+        w.push(b' ');
+        w.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        w.extend_from_slice(b"\r\n");
+        let mut dated = false;
+        for (name, value) in &parts.headers {
+            let framing = name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
+            if name == header::CONNECTION || (framing && !bodiless) {
+                continue;
+            }
+            dated |= name == header::DATE;
+            header_line(w, name.as_str().as_bytes(), value.as_bytes());
+        }
+        if !dated {
+            DATE.with(|date| header_line(w, b"date", &date.now()));
+        }
+        if chunked {
+            header_line(w, b"transfer-encoding", b"chunked");
+        } else if let (Some(length), false) = (length, bodiless) {
+            header_line(w, b"content-length", decimal(length).as_ref());
+        }
+        if !keep_alive {
+            header_line(w, b"connection", b"close");
+        } else if http10 {
+            header_line(w, b"connection", b"keep-alive");
+        }
+        w.extend_from_slice(b"\r\n");
+        if bodiless {
+            self.flush(deadline).await?;
+            return Ok(keep_alive);
+        }
+        let mut sent = 0u64;
+        loop {
+            let frame = match std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(Pin::new(&mut body).poll_frame(cx))
+            })
+            .await
+            {
+                std::task::Poll::Ready(frame) => frame,
+                std::task::Poll::Pending => {
+                    // Nothing more yet: what is buffered goes now.
+                    self.flush(deadline).await?;
+                    std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                }
+            };
+            match frame {
+                None => break,
+                Some(Err(err)) => return Err(format!("response body failed: {err}")),
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    sent += data.len() as u64;
+                    if chunked && !data.is_empty() {
+                        self.write
+                            .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                        self.write.extend_from_slice(&data);
+                        self.write.extend_from_slice(b"\r\n");
+                    } else {
+                        self.write.extend_from_slice(&data);
+                    }
+                    if self.write.len() >= WRITE_HIGH_WATER {
+                        self.flush(deadline).await?;
+                    }
+                }
+            }
+        }
+        if chunked {
+            self.write.extend_from_slice(b"0\r\n\r\n");
+        }
+        self.flush(deadline).await?;
+        if !chunked && length.is_some_and(|length| length != sent) {
+            return Err(format!(
+                "response body was {sent} bytes, not the {length:?} announced"
+            ));
+        }
+        Ok(keep_alive)
+    }
+
+    async fn flush(&mut self, deadline: Instant) -> Result<(), String> {
+        if self.write.is_empty() {
+            return Ok(());
+        }
+        let write = self.stream.write_all(&self.write);
+        match self.timer.bound(deadline, write).await {
+            Some(Ok(())) => {
+                self.write.clear();
+                Ok(())
+            }
+            Some(Err(err)) => Err(err.to_string()),
+            None => Err("client did not take the response in time".into()),
+        }
+    }
+
+    /// Closes the connection's sending side, then reads and drops what the client
+    /// still sends for a moment, so that an unread request does not reset the
+    /// connection before the client read the answer.
+    async fn linger(&mut self) {
+        let _ = self.stream.shutdown().await;
+        let deadline = Instant::now() + LINGER;
+        let mut sink = [0u8; 4096];
+        while let Some(Ok(1..)) = self
+            .timer
+            .bound(deadline, self.stream.read(&mut sink))
+            .await
+        {}
+    }
+}
+
+/// Parses a request head from the front of `buf` and takes it out; `None` when
+/// the head is not complete yet.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Broken> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match parsed.parse_with_uninit_headers(buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Broken::Reject(RouteError::TooManyHeaders(MAX_HEADERS)));
+        }
+        Err(err) => return Err(bad_request(format!("malformed request head: {err}"))),
+    };
+    let method = parsed.method.unwrap_or_default();
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| bad_request(format!("invalid method {method:?}")))?;
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    // Where the target and each header sit in the head, so that they can share
+    // its bytes once it is taken out of the buffer.
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let path = span(parsed.path.unwrap_or_default().as_bytes());
+    let spans: Vec<_> = parsed
+        .headers
+        .iter()
+        .map(|line| (span(line.name.as_bytes()), span(line.value)))
+        .collect();
+    let head = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(path))
+        .map_err(|err| bad_request(format!("invalid request target: {err}")))?;
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut shape = Shape::default();
+    for (name, value) in spans {
+        let name = HeaderName::from_bytes(&head[name])
+            .map_err(|_| bad_request("invalid header name".into()))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value))
+            .map_err(|_| bad_request(format!("invalid value of header {name}")))?;
+        if shape.note(&name, &value)? {
+            headers.append(name, value);
+        }
+    }
+    let framing = shape.framing(version)?;
+    let keep_alive = match version {
+        Version::HTTP_10 => shape.keep_alive,
+        _ => !shape.close,
+    };
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    Ok(Some(Head {
+        request,
+        framing,
+        keep_alive,
+        expects_continue: shape.expects_continue && version == Version::HTTP_11,
+    }))
+}
+
+/// What a request's headers say about its body and its connection, gathered in
+/// the one pass that builds its header map.
+#[derive(Debug, Default)]
+struct Shape {
+    length: Option<u64>,
+    /// `Transfer-Encoding` was present, and whether its last coding is chunked.
+    encoded: Option<bool>,
+    close: bool,
+    keep_alive: bool,
+    expects_continue: bool,
+}
+
+impl Shape {
+    /// Notes one header line; returns whether it goes on to the cell (`Expect` is
+    /// answered here, and the cell gets the body whole).
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<bool, Broken> {
+        let bytes = value.as_bytes();
+        if name == header::CONTENT_LENGTH {
+            let length = std::str::from_utf8(bytes)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| bad_request("invalid Content-Length".into()))?;
+            if self.length.is_some_and(|seen| seen != length) {
+                return Err(bad_request("Content-Length values disagree".into()));
+            }
+            self.length = Some(length);
+        } else if name == header::TRANSFER_ENCODING {
+            let last = bytes
+                .split(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+                .rfind(|coding| !coding.is_empty());
+            self.encoded = Some(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
+        } else if name == header::CONNECTION {
+            for token in bytes.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name == header::EXPECT {
+            self.expects_continue = bytes.eq_ignore_ascii_case(b"100-continue");
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// The body's framing. Requests that could be read two ways (both
+    /// `Transfer-Encoding` and `Content-Length`) are refused, as a proxy that read
+    /// them one way might pass on a second, smuggled request.
+    fn framing(&self, version: Version) -> Result<Framing, Broken> {
+        match (self.encoded, self.length) {
+            (Some(_), Some(_)) => Err(bad_request(
+                "Transfer-Encoding and Content-Length together".into(),
+            )),
+            (Some(_), None) if version == Version::HTTP_10 => Err(bad_request(
+                "Transfer-Encoding in an HTTP/1.0 request".into(),
+            )),
+            (Some(true), None) => Ok(Framing::Chunked),
+            (Some(false), None) => Err(bad_request(
+                "a request's Transfer-Encoding must end with chunked".into(),
+            )),
+            (None, None | Some(0)) => Ok(Framing::Empty),
+            (None, Some(length)) => Ok(Framing::Length(length)),
+        }
+    }
+}
+
+/// The size in a chunk-size line (hex digits, then optional extensions).
+fn chunk_size(line: &[u8]) -> Result<u64, Broken> {
+    let digits = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    std::str::from_utf8(&line[..digits])
+        .ok()
+        .filter(|d| !d.is_empty() && d.len() <= 15)
+        .and_then(|d| u64::from_str_radix(d, 16).ok())
+        .ok_or_else(|| invalid_body("invalid chunk size"))
+}
+
+fn bad_request(message: String) -> Broken {
+    Broken::Reject(RouteError::BadRequest(message))
+}
+
+fn invalid_body(message: &str) -> Broken {
+    Broken::Reject(RouteError::InvalidBody(message.into()))
+}
+
+fn header_line(w: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    w.extend_from_slice(name);
+    w.extend_from_slice(b": ");
+    w.extend_from_slice(value);
+    w.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal digits, without an allocation.
+fn decimal(mut n: u64) -> impl AsRef<[u8]> {
+    struct Digits([u8; 20], usize);
+    impl AsRef<[u8]> for Digits {
+        fn as_ref(&self) -> &[u8] {
+            &self.0[self.1..]
+        }
+    }
+    let mut digits = Digits([0; 20], 20);
+    loop {
+        digits.1 -= 1;
+        digits.0[digits.1] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return digits;
+        }
+    }
+}
+
+/// One timer per connection for every deadline it has: moving a deadline later is
+/// free, and the timer, when it fires early, is set again to the deadline now due.
+/// Deadlines move with each request; the timer fires once per timeout at most.
+struct Timer {
+    sleep: Pin<Box<Sleep>>,
+    armed: Instant,
+}
+
+impl Timer {
+    fn new() -> Self {
+        let far = Instant::now() + Duration::from_secs(3600);
+        Self {
+            sleep: Box::pin(tokio::time::sleep_until(far)),
+            armed: far,
+        }
+    }
+
+    /// `work`'s output, or `None` if `deadline` passed first.
+    async fn bound<T>(&mut self, deadline: Instant, work: impl Future<Output = T>) -> Option<T> {
+        if deadline < self.armed {
+            self.sleep.as_mut().reset(deadline);
+            self.armed = deadline;
+        }
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut work => return Some(out),
+                () = self.sleep.as_mut() => {
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                    self.sleep.as_mut().reset(deadline);
+                    self.armed = deadline;
+                }
+            }
+        }
+    }
+}
+
+/// The `Date` header's value, formatted once a second per thread.
+struct DateCache(std::cell::Cell<(u64, [u8; 29])>);
+
+thread_local! {
+    static DATE: DateCache = const { DateCache(std::cell::Cell::new((0, [b' '; 29]))) };
+}
+
+impl DateCache {
+    fn now(&self) -> [u8; 29] {
+        let now = SystemTime::now();
+        let second = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (cached, text) = self.0.get();
+        if cached == second {
+            return text;
+        }
+        let mut text = [b' '; 29];
+        let formatted = httpdate::fmt_http_date(now);
+        let n = formatted.len().min(29);
+        text[..n].copy_from_slice(&formatted.as_bytes()[..n]);
+        self.0.set((second, text));
+        text
+    }
+}
