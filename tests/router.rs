@@ -614,3 +614,76 @@ async fn silent_and_slow_clients_are_closed_at_the_header_read_timeout() {
         );
     }
 }
+
+/// A cell speaking HTTP/2 itself that resets its first `refuse` streams with
+/// `REFUSED_STREAM` (as a cell past its stream limit does) and answers the rest;
+/// counts the streams it saw.
+async fn refusing_cell(refuse: usize) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(stream).await else {
+                    return;
+                };
+                while let Some(Ok((_, mut respond))) = conn.accept().await {
+                    if counter.fetch_add(1, Ordering::SeqCst) < refuse {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let response = Response::builder()
+                        .header("content-length", "2")
+                        .body(())
+                        .expect("response");
+                    if let Ok(mut body) = respond.send_response(response, false) {
+                        let _ = body.send_data(bytes::Bytes::from_static(b"{}"), true);
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A stream the cell refused was not started (RFC 9113 section 8.7): the router
+/// sends any request, even a non-idempotent one, once more to the same cell, and
+/// answers a retryable 503 if that is refused too.
+#[tokio::test]
+async fn a_refused_stream_is_sent_again_once_then_answered_503() {
+    for (refuse, status, streams) in [
+        (1, StatusCode::OK, 2),
+        (9, StatusCode::SERVICE_UNAVAILABLE, 2),
+    ] {
+        let (cell, seen) = refusing_cell(refuse).await;
+        let (admin, _) = fake_admin(serde_json::json!([{"cell": "c1", "epoch": 1}])).await;
+        let cells = format!(
+            "[[cells]]\nid = \"c1\"\nregion = \"r\"\nlisten = \"{cell}\"\nadmin = \"{admin}\"\n"
+        );
+        let router = start_router("", &cells).await;
+        let reply = HttpClient::new()
+            .send(
+                http::Method::POST,
+                &format!("{}/v1/users/alice/orders", router.url),
+                &[("content-type", "application/json")],
+                bytes::Bytes::from_static(b"{}"),
+            )
+            .await
+            .expect("router answers");
+        assert_eq!(
+            reply.status,
+            status,
+            "refusing {refuse}: {:?}",
+            reply.json()
+        );
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), streams);
+        if status != StatusCode::OK {
+            assert_eq!(reply.json()["error"]["code"], "cell_busy");
+            assert_eq!(reply.header("retry-after"), "1");
+        }
+    }
+}

@@ -38,6 +38,9 @@ pub enum SendError {
     Unreachable(String),
     /// The request was sent (or may have been) and failed.
     Failed(String),
+    /// The cell refused the stream before processing it (`REFUSED_STREAM`, RFC
+    /// 9113 section 8.7): a busy cell, not a dead one, and nothing was applied.
+    Refused(String),
 }
 
 pub struct Channel {
@@ -105,7 +108,10 @@ impl Channel {
         }
         let (parts, stream) = response
             .await
-            .map_err(|err| SendError::Failed(err.to_string()))?
+            .map_err(|err| match err.reason() {
+                Some(h2::Reason::REFUSED_STREAM) => SendError::Refused(err.to_string()),
+                _ => SendError::Failed(err.to_string()),
+            })?
             .into_parts();
         let body = RecvBody {
             stream,

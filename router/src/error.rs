@@ -32,6 +32,8 @@ pub enum RouteError {
     NoHolder(String),
     #[error("the slots of cell {0} are moving between cells; retry shortly")]
     ShardMoving(String),
+    #[error("cell {0} refused the request before starting it; retry shortly")]
+    CellBusy(String),
     #[error("cell {0} failed while serving the request")]
     CellFailed(String),
     #[error("cell {0} did not answer within {1} ms")]
@@ -52,9 +54,10 @@ impl RouteError {
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
-            Self::CellUnavailable(_) | Self::NoHolder(_) | Self::ShardMoving(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::CellUnavailable(_)
+            | Self::NoHolder(_)
+            | Self::ShardMoving(_)
+            | Self::CellBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::CellFailed(_) => StatusCode::BAD_GATEWAY,
             Self::CellTimeout(..) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -73,6 +76,7 @@ impl RouteError {
             Self::InvalidBody(_) => "invalid_body",
             Self::CellUnavailable(_) | Self::NoHolder(_) => "cell_unavailable",
             Self::ShardMoving(_) => "shard_moving",
+            Self::CellBusy(_) => "cell_busy",
             Self::CellFailed(_) => "cell_failed",
             Self::CellTimeout(..) => "cell_timeout",
         }
@@ -84,7 +88,7 @@ impl RouteError {
     pub fn retry_safe(&self) -> bool {
         matches!(
             self,
-            Self::CellUnavailable(_) | Self::NoHolder(_) | Self::ShardMoving(_)
+            Self::CellUnavailable(_) | Self::NoHolder(_) | Self::ShardMoving(_) | Self::CellBusy(_)
         )
     }
 }

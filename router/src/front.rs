@@ -54,11 +54,15 @@ pub(crate) async fn serve(proxy: Arc<Proxy>, conn: Http1Connection) {
         timer: Timer::new(),
         body_timeout,
     };
+    // Read once per request: when the last response was ready.
+    let mut now = Instant::now();
     loop {
         // The deadline counts from the end of the last response: a keep-alive
         // connection idle longer than the header read timeout is closed.
-        let deadline = Instant::now() + header_read_timeout;
-        let head = match front.read_head(deadline, &mut closing).await {
+        let head = match front
+            .read_head(now + header_read_timeout, &mut closing)
+            .await
+        {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(Broken::Reject(error)) => {
@@ -76,10 +80,7 @@ pub(crate) async fn serve(proxy: Arc<Proxy>, conn: Http1Connection) {
                 .write
                 .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        let body = match front
-            .read_body(head.framing, max_body, Instant::now() + body_timeout)
-            .await
-        {
+        let body = match front.read_body(head.framing, max_body).await {
             Ok(body) => body,
             Err(Broken::Reject(error)) => {
                 front
@@ -99,8 +100,9 @@ pub(crate) async fn serve(proxy: Arc<Proxy>, conn: Http1Connection) {
         let response = proxy.answer(head.request.map(|()| body)).await;
         // `closing` may have changed while the request was in the cell.
         let keep_alive = keep_alive && !*closing.borrow();
+        now = Instant::now();
         let written = front
-            .write_response(response, asked, keep_alive, Instant::now() + body_timeout)
+            .write_response(response, asked, keep_alive, now + body_timeout)
             .await;
         match written {
             Ok(true) => {}
@@ -197,13 +199,13 @@ impl Front {
         }
     }
 
-    /// The request's body, whole: at most `max` bytes, received by `deadline`.
-    async fn read_body(
-        &mut self,
-        framing: Framing,
-        max: u64,
-        deadline: Instant,
-    ) -> Result<Bytes, Broken> {
+    /// The request's body, whole: at most `max` bytes, received within the body
+    /// timeout.
+    async fn read_body(&mut self, framing: Framing, max: u64) -> Result<Bytes, Broken> {
+        if framing == Framing::Empty {
+            return Ok(Bytes::new());
+        }
+        let deadline = Instant::now() + self.body_timeout;
         match framing {
             Framing::Empty => Ok(Bytes::new()),
             Framing::Length(len) if len > max => Err(Broken::Reject(RouteError::BodyTooLarge(max))),
@@ -221,8 +223,20 @@ impl Front {
                     let size = chunk_size(&line)?;
                     if size == 0 {
                         // Trailers, if any, are dropped: the body is sent whole.
-                        while !self.line(deadline, max).await?.is_empty() {}
-                        return Ok(body.freeze());
+                        // They count against the head's bound.
+                        let mut trailers = 0;
+                        loop {
+                            let line = self.line(deadline, max).await?;
+                            if line.is_empty() {
+                                return Ok(body.freeze());
+                            }
+                            trailers += line.len() + 2;
+                            if trailers > MAX_HEAD_BYTES {
+                                return Err(Broken::Reject(RouteError::HeadTooLarge(
+                                    MAX_HEAD_BYTES,
+                                )));
+                            }
+                        }
                     }
                     if body.len() as u64 + size > max {
                         return Err(Broken::Reject(RouteError::BodyTooLarge(max)));

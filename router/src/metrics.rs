@@ -17,12 +17,24 @@ const BUCKETS: [f64; 15] = [
 /// The `cell` label of requests the router answered without a cell.
 pub const NO_CELL: &str = "none";
 
+/// Why a request was sent a second time.
+#[derive(Debug, Clone, Copy)]
+pub enum Retry {
+    /// To the shard's other holder: the first could not be reached.
+    ConnectFailed,
+    /// To the shard's new holder: the first no longer serves it (421).
+    Misdirected,
+    /// To the same cell: it refused the stream before starting it.
+    Refused,
+}
+
 /// Upstream failures, by kind.
 #[derive(Debug, Clone, Copy)]
 pub enum UpstreamError {
     Connect,
     Failed,
     Timeout,
+    Refused,
 }
 
 #[derive(Debug, Clone)]
@@ -31,7 +43,7 @@ pub struct Metrics {
     duration: HistogramVec,
     upstream_errors: IntCounterVec,
     /// Requests sent a second time: after a connect failure, after a 421.
-    retries: [IntCounter; 2],
+    retries: [IntCounter; 3],
     pub in_flight: IntGauge,
 }
 
@@ -41,7 +53,7 @@ pub struct CellMetrics {
     requests: Vec<[IntCounter; CLASSES.len()]>,
     success: Histogram,
     failure: Histogram,
-    upstream: [IntCounter; 3],
+    upstream: [IntCounter; 4],
 }
 
 impl Metrics {
@@ -71,7 +83,7 @@ impl Metrics {
         let retries = IntCounterVec::new(
             Opts::new(
                 "ldc_router_retries_total",
-                "Requests sent to a shard's new holder, by why the first attempt did not do",
+                "Requests sent a second time, by why the first attempt did not do",
             ),
             &["reason"],
         )?;
@@ -85,14 +97,15 @@ impl Metrics {
             requests,
             duration,
             upstream_errors,
-            retries: ["connect_failed", "misdirected"].map(|r| retries.with_label_values(&[r])),
+            retries: ["connect_failed", "misdirected", "refused"]
+                .map(|r| retries.with_label_values(&[r])),
             in_flight,
         })
     }
 
     /// Counts a second attempt; `misdirected` when the first got a 421.
-    pub fn retry(&self, misdirected: bool) {
-        self.retries[usize::from(misdirected)].inc();
+    pub fn retry(&self, why: Retry) {
+        self.retries[why as usize].inc();
     }
 
     pub fn cell(&self, cell: &str) -> CellMetrics {
@@ -103,7 +116,7 @@ impl Metrics {
                 .collect(),
             success: self.duration.with_label_values(&[cell, "success"]),
             failure: self.duration.with_label_values(&[cell, "failure"]),
-            upstream: ["connect", "failed", "timeout"]
+            upstream: ["connect", "failed", "timeout", "refused"]
                 .map(|kind| self.upstream_errors.with_label_values(&[cell, kind])),
         }
     }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::channel::{Channel, RecvBody, SendError, content_length};
 use crate::error::RouteError;
 use crate::health::{Health, HealthMetrics, Probers};
-use crate::metrics::{CellMetrics, Metrics, NO_CELL, UpstreamError};
+use crate::metrics::{CellMetrics, Metrics, NO_CELL, Retry, UpstreamError};
 
 pub static X_LDC_CELL: HeaderName = HeaderName::from_static("x-ldc-cell");
 pub static X_LDC_SLOT: HeaderName = HeaderName::from_static("x-ldc-slot");
@@ -247,6 +247,13 @@ impl Proxy {
         loop {
             let result = self.forward(table, &request, slot, target.0).await;
             let moved = match &result {
+                Err(RouteError::CellBusy(_)) if !retried => {
+                    // The cell started nothing: any request may go again, and
+                    // the cell is alive.
+                    self.metrics.retry(Retry::Refused);
+                    retried = true;
+                    continue;
+                }
                 Err(RouteError::CellUnavailable(_)) => {
                     table.health.eject(target.0);
                     false
@@ -267,7 +274,11 @@ impl Proxy {
             let next = table.health.route(shard).filter(|&next| next != target);
             match next {
                 Some(next) if !retried && idempotent(&request) => {
-                    self.metrics.retry(moved);
+                    self.metrics.retry(if moved {
+                        Retry::Misdirected
+                    } else {
+                        Retry::ConnectFailed
+                    });
                     retried = true;
                     target = next;
                 }
@@ -341,6 +352,10 @@ impl Proxy {
                     SendError::Failed(cause) => {
                         upstream.metrics.upstream_error(UpstreamError::Failed);
                         (RouteError::CellFailed(cell_id()), cause)
+                    }
+                    SendError::Refused(cause) => {
+                        upstream.metrics.upstream_error(UpstreamError::Refused);
+                        (RouteError::CellBusy(cell_id()), cause)
                     }
                 };
                 tracing::warn!(cell = %cell_id(), slot, %cause, code = error.code(), "forward failed");
