@@ -533,6 +533,30 @@ async fn unreadable_requests_get_a_json_error_and_a_close() {
             "413",
             "body_too_large",
         ),
+        // A bare LF ends the chunk-size line for some servers: read two ways, the
+        // rest could pass as a second request.
+        (
+            format!(
+                "{post}Transfer-Encoding: chunked\r\n\r\n2;\nxx\r\n45\r\n0\r\n\r\nGET /v1/users/a/smuggled HTTP/1.1\r\nHost: ldc\r\n\r\n"
+            ),
+            "400",
+            "invalid_body",
+        ),
+        (
+            format!("{post}Transfer-Encoding: chunked\r\n\r\n3zzz\r\nabc\r\n0\r\n\r\n"),
+            "400",
+            "invalid_body",
+        ),
+        (
+            format!("{post}Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            "400",
+            "bad_request",
+        ),
+        (
+            "GET /v1/users/a/x HTTP/1.1\r\n\r\n".into(),
+            "400",
+            "bad_request",
+        ),
     ];
     for (request, status, code) in cases {
         let (reply, _) = exchange(&router, request.as_bytes()).await;
@@ -686,4 +710,100 @@ async fn a_refused_stream_is_sent_again_once_then_answered_503() {
             assert_eq!(reply.header("retry-after"), "1");
         }
     }
+}
+
+/// A response body fed through a channel: no length known up front.
+struct ChannelBody(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|piece| piece.map(|data| Ok(hyper::body::Frame::data(data))))
+    }
+}
+
+/// A cell that streams its answer without a length: `.../stream` sends three
+/// pieces, `.../stall` one piece and then nothing for a minute.
+struct StreamingCell;
+
+impl Handler for StreamingCell {
+    type Body = ChannelBody;
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<ChannelBody> {
+        let stall = req.uri().path().ends_with("/stall");
+        let (pieces, body) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            if stall {
+                let _ = pieces.send(bytes::Bytes::from_static(b"partial")).await;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                return;
+            }
+            for piece in ["one ", "two ", "three"] {
+                let _ = pieces
+                    .send(bytes::Bytes::from_static(piece.as_bytes()))
+                    .await;
+            }
+        });
+        Response::new(ChannelBody(body))
+    }
+}
+
+/// A response of unknown length reaches the client chunked, and the connection
+/// stays open for the next request.
+#[tokio::test]
+async fn a_response_of_unknown_length_is_chunked_and_keeps_the_connection() {
+    let cell = spawn_cell(StreamingCell).await;
+    let (admin, _) = fake_admin(serde_json::json!([{"cell": "c1", "epoch": 1}])).await;
+    let cells = format!(
+        "[[cells]]\nid = \"c1\"\nregion = \"r\"\nlisten = \"{cell}\"\nadmin = \"{admin}\"\n"
+    );
+    let router = start_router("", &cells).await;
+    let (reply, _) = exchange(
+        &router,
+        b"GET /v1/users/a/stream HTTP/1.1\r\nHost: ldc\r\n\r\n\
+          GET /v1/users/a/stream HTTP/1.1\r\nHost: ldc\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let answers: Vec<&str> = reply.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(answers.len(), 2, "{reply}");
+    for answer in answers {
+        assert!(answer.starts_with("200 OK\r\n"), "{answer}");
+        assert!(
+            answer.contains("\r\ntransfer-encoding: chunked\r\n"),
+            "{answer}"
+        );
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let pieces: String = body.split("\r\n").skip(1).step_by(2).collect();
+        assert_eq!(pieces, "one two three", "{answer}");
+    }
+}
+
+/// A cell that stops sending in the middle of a response does not hold the
+/// client's connection: it is closed at the request timeout.
+#[tokio::test]
+async fn a_response_that_stalls_is_cut_off_at_the_request_timeout() {
+    let cell = spawn_cell(StreamingCell).await;
+    let (admin, _) = fake_admin(serde_json::json!([{"cell": "c1", "epoch": 1}])).await;
+    let cells = format!(
+        "[[cells]]\nid = \"c1\"\nregion = \"r\"\nlisten = \"{cell}\"\nadmin = \"{admin}\"\n"
+    );
+    let router = start_router("[timeouts]\nrequest_timeout_ms = 300\n", &cells).await;
+    let (reply, waited) = exchange(
+        &router,
+        b"GET /v1/users/a/stall HTTP/1.1\r\nHost: ldc\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+    assert!(reply.contains("partial"), "{reply}");
+    assert!(
+        waited >= Duration::from_millis(250),
+        "cut off after {waited:?}"
+    );
 }

@@ -46,13 +46,13 @@ pub(crate) async fn serve(proxy: Arc<Proxy>, conn: Http1Connection) {
         header_read_timeout,
         mut closing,
     } = conn;
-    let (body_timeout, max_body) = proxy.body_limits();
+    let limits = proxy.front_limits();
     let mut front = Front {
         stream,
         read: BytesMut::with_capacity(8 * 1024),
         write: Vec::with_capacity(8 * 1024),
         timer: Timer::new(),
-        body_timeout,
+        limits,
     };
     // Read once per request: when the last response was ready.
     let mut now = Instant::now();
@@ -80,7 +80,7 @@ pub(crate) async fn serve(proxy: Arc<Proxy>, conn: Http1Connection) {
                 .write
                 .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        let body = match front.read_body(head.framing, max_body).await {
+        let body = match front.read_body(head.framing).await {
             Ok(body) => body,
             Err(Broken::Reject(error)) => {
                 front
@@ -100,10 +100,8 @@ pub(crate) async fn serve(proxy: Arc<Proxy>, conn: Http1Connection) {
         let response = proxy.answer(head.request.map(|()| body)).await;
         // `closing` may have changed while the request was in the cell.
         let keep_alive = keep_alive && !*closing.borrow();
+        let written = front.write_response(response, asked, keep_alive).await;
         now = Instant::now();
-        let written = front
-            .write_response(response, asked, keep_alive, now + body_timeout)
-            .await;
         match written {
             Ok(true) => {}
             Ok(false) => {
@@ -149,12 +147,22 @@ struct Head {
     expects_continue: bool,
 }
 
+/// The bounds a client connection is held to, from the deploy file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Time a client gets to send a body, and to take any part of a response.
+    pub body_timeout: Duration,
+    pub max_body: u64,
+    /// Time a cell gets to send the next part of a response it started.
+    pub stall_timeout: Duration,
+}
+
 struct Front {
     stream: TcpStream,
     read: BytesMut,
     write: Vec<u8>,
     timer: Timer,
-    body_timeout: Duration,
+    limits: Limits,
 }
 
 impl Front {
@@ -201,11 +209,12 @@ impl Front {
 
     /// The request's body, whole: at most `max` bytes, received within the body
     /// timeout.
-    async fn read_body(&mut self, framing: Framing, max: u64) -> Result<Bytes, Broken> {
+    async fn read_body(&mut self, framing: Framing) -> Result<Bytes, Broken> {
         if framing == Framing::Empty {
             return Ok(Bytes::new());
         }
-        let deadline = Instant::now() + self.body_timeout;
+        let max = self.limits.max_body;
+        let deadline = Instant::now() + self.limits.body_timeout;
         match framing {
             Framing::Empty => Ok(Bytes::new()),
             Framing::Length(len) if len > max => Err(Broken::Reject(RouteError::BodyTooLarge(max))),
@@ -214,7 +223,9 @@ impl Front {
                 while self.read.len() < len {
                     self.fill(len - self.read.len(), deadline, max).await?;
                 }
-                Ok(self.read.split_to(len).freeze())
+                let body = self.read.split_to(len).freeze();
+                self.shed_buffer(len);
+                Ok(body)
             }
             Framing::Chunked => {
                 let mut body = BytesMut::new();
@@ -228,6 +239,7 @@ impl Front {
                         loop {
                             let line = self.line(deadline, max).await?;
                             if line.is_empty() {
+                                self.shed_buffer(body.len());
                                 return Ok(body.freeze());
                             }
                             trailers += line.len() + 2;
@@ -255,6 +267,17 @@ impl Front {
         }
     }
 
+    /// After a large body, a read buffer of its own size: the body's allocation
+    /// goes with the body instead of staying with the connection, which may idle
+    /// for long.
+    fn shed_buffer(&mut self, body_len: usize) {
+        if body_len > MAX_HEAD_BYTES || self.read.capacity() > 2 * MAX_HEAD_BYTES {
+            let mut fresh = BytesMut::with_capacity(self.read.len().max(8 * 1024));
+            fresh.extend_from_slice(&self.read);
+            self.read = fresh;
+        }
+    }
+
     /// One CRLF-terminated line of a chunked body, without its CRLF.
     async fn line(&mut self, deadline: Instant, max: u64) -> Result<Bytes, Broken> {
         loop {
@@ -272,14 +295,7 @@ impl Front {
     /// Reads at least once more into the read buffer (`wanted` bytes, or less).
     async fn fill(&mut self, wanted: usize, deadline: Instant, max: u64) -> Result<(), Broken> {
         // Writes the 100-continue, if one waits, before waiting for the body.
-        if !self.write.is_empty() {
-            let write = self.stream.write_all(&self.write);
-            match self.timer.bound(deadline, write).await {
-                Some(Ok(())) => self.write.clear(),
-                Some(Err(err)) => return Err(Broken::Gone(err.to_string())),
-                None => return Err(self.body_timed_out()),
-            }
-        }
+        self.flush().await.map_err(Broken::Gone)?;
         self.read.reserve(wanted.min(max as usize).max(4096));
         match self
             .timer
@@ -294,23 +310,20 @@ impl Front {
     }
 
     fn body_timed_out(&self) -> Broken {
-        Broken::Reject(RouteError::BodyTimeout(self.body_timeout.as_millis() as u64))
+        Broken::Reject(RouteError::BodyTimeout(
+            self.limits.body_timeout.as_millis() as u64,
+        ))
     }
 
     /// Answers a request the front could not take, then closes.
     async fn reject(&mut self, proxy: &Proxy, method: Option<&Method>, error: &RouteError) {
         let response = proxy.reject(method, error);
         self.write.clear();
-        let deadline = Instant::now() + LINGER;
         let asked = Asked {
             head: false,
             version: Version::HTTP_11,
         };
-        if self
-            .write_response(response, asked, false, deadline)
-            .await
-            .is_ok()
-        {
+        if self.write_response(response, asked, false).await.is_ok() {
             self.linger().await;
         }
     }
@@ -323,7 +336,6 @@ impl Front {
         response: Response<ProxyBody>,
         asked: Asked,
         keep_alive: bool,
-        deadline: Instant,
     ) -> Result<bool, String> {
         let (parts, mut body) = response.into_parts();
         let status = parts.status;
@@ -341,7 +353,7 @@ impl Front {
         let chunked = !bodiless && length.is_none() && !http10;
         // Without a length, an HTTP/1.0 client learns where the body ends from
         // the close.
-        let keep_alive = keep_alive && (bodiless || length.is_some());
+        let keep_alive = keep_alive && (bodiless || chunked || length.is_some());
         let w = &mut self.write;
         w.extend_from_slice(b"HTTP/1.1 ");
         w.extend_from_slice(status.as_str().as_bytes());
@@ -372,7 +384,7 @@ impl Front {
         }
         w.extend_from_slice(b"\r\n");
         if bodiless {
-            self.flush(deadline).await?;
+            self.flush().await?;
             return Ok(keep_alive);
         }
         let mut sent = 0u64;
@@ -385,8 +397,13 @@ impl Front {
                 std::task::Poll::Ready(frame) => frame,
                 std::task::Poll::Pending => {
                     // Nothing more yet: what is buffered goes now.
-                    self.flush(deadline).await?;
-                    std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                    self.flush().await?;
+                    let next = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+                    let deadline = Instant::now() + self.limits.stall_timeout;
+                    self.timer.bound(deadline, next).await.ok_or_else(|| {
+                        "the cell sent no more of its response within the request timeout"
+                            .to_owned()
+                    })?
                 }
             };
             match frame {
@@ -406,7 +423,7 @@ impl Front {
                         self.write.extend_from_slice(&data);
                     }
                     if self.write.len() >= WRITE_HIGH_WATER {
-                        self.flush(deadline).await?;
+                        self.flush().await?;
                     }
                 }
             }
@@ -414,7 +431,7 @@ impl Front {
         if chunked {
             self.write.extend_from_slice(b"0\r\n\r\n");
         }
-        self.flush(deadline).await?;
+        self.flush().await?;
         if !chunked && length.is_some_and(|length| length != sent) {
             return Err(format!(
                 "response body was {sent} bytes, not the {length:?} announced"
@@ -423,19 +440,27 @@ impl Front {
         Ok(keep_alive)
     }
 
-    async fn flush(&mut self, deadline: Instant) -> Result<(), String> {
-        if self.write.is_empty() {
-            return Ok(());
-        }
-        let write = self.stream.write_all(&self.write);
-        match self.timer.bound(deadline, write).await {
-            Some(Ok(())) => {
-                self.write.clear();
-                Ok(())
+    /// Writes what is buffered. A client may read slowly, but each wait for it to
+    /// take more has the body timeout.
+    async fn flush(&mut self) -> Result<(), String> {
+        let mut sent = 0;
+        while sent < self.write.len() {
+            match self.stream.try_write(&self.write[sent..]) {
+                Ok(0) => return Err("the client's socket takes no more".into()),
+                Ok(n) => sent += n,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    let deadline = Instant::now() + self.limits.body_timeout;
+                    match self.timer.bound(deadline, self.stream.writable()).await {
+                        Some(Ok(())) => {}
+                        Some(Err(err)) => return Err(err.to_string()),
+                        None => return Err("the client took nothing more in time".into()),
+                    }
+                }
+                Err(err) => return Err(err.to_string()),
             }
-            Some(Err(err)) => Err(err.to_string()),
-            None => Err("client did not take the response in time".into()),
         }
+        self.write.clear();
+        Ok(())
     }
 
     /// Closes the connection's sending side, then reads and drops what the client
@@ -459,6 +484,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Broken> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match parsed.parse_with_uninit_headers(buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => {
+            return Err(Broken::Reject(RouteError::HeadTooLarge(MAX_HEAD_BYTES)));
+        }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -500,9 +528,14 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Broken> {
             headers.append(name, value);
         }
     }
+    if version == Version::HTTP_11 && !shape.host {
+        return Err(bad_request(
+            "an HTTP/1.1 request needs a Host header".into(),
+        ));
+    }
     let framing = shape.framing(version)?;
     let keep_alive = match version {
-        Version::HTTP_10 => shape.keep_alive,
+        Version::HTTP_10 => shape.keep_alive && !shape.close,
         _ => !shape.close,
     };
     let mut request = Request::new(());
@@ -523,8 +556,10 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Broken> {
 #[derive(Debug, Default)]
 struct Shape {
     length: Option<u64>,
-    /// `Transfer-Encoding` was present, and whether its last coding is chunked.
+    /// `Transfer-Encoding` was present, and whether it is `chunked` alone: the
+    /// body is sent on decoded, so no other coding can be passed through.
     encoded: Option<bool>,
+    host: bool,
     close: bool,
     keep_alive: bool,
     expects_continue: bool,
@@ -546,11 +581,10 @@ impl Shape {
             }
             self.length = Some(length);
         } else if name == header::TRANSFER_ENCODING {
-            let last = bytes
-                .split(|&b| b == b',')
-                .map(<[u8]>::trim_ascii)
-                .rfind(|coding| !coding.is_empty());
-            self.encoded = Some(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
+            let chunked = bytes.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            self.encoded = Some(self.encoded.is_none() && chunked);
+        } else if name == header::HOST {
+            self.host = true;
         } else if name == header::CONNECTION {
             for token in bytes.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 self.close |= token.eq_ignore_ascii_case(b"close");
@@ -576,7 +610,7 @@ impl Shape {
             )),
             (Some(true), None) => Ok(Framing::Chunked),
             (Some(false), None) => Err(bad_request(
-                "a request's Transfer-Encoding must end with chunked".into(),
+                "the only Transfer-Encoding taken is chunked".into(),
             )),
             (None, None | Some(0)) => Ok(Framing::Empty),
             (None, Some(length)) => Ok(Framing::Length(length)),
@@ -584,12 +618,20 @@ impl Shape {
     }
 }
 
-/// The size in a chunk-size line (hex digits, then optional extensions).
+/// The size in a chunk-size line: hex digits, then nothing or extensions (which
+/// start with `;` and hold no control characters: a bare LF read as a line end
+/// by another server would frame the body differently).
 fn chunk_size(line: &[u8]) -> Result<u64, Broken> {
     let digits = line
         .iter()
         .position(|b| !b.is_ascii_hexdigit())
         .unwrap_or(line.len());
+    let rest = line[digits..].trim_ascii_start();
+    if !(rest.is_empty() || rest[0] == b';')
+        || rest.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    {
+        return Err(invalid_body("invalid chunk extension"));
+    }
     std::str::from_utf8(&line[..digits])
         .ok()
         .filter(|d| !d.is_empty() && d.len() <= 15)

@@ -179,9 +179,13 @@ impl Proxy {
         Ok(())
     }
 
-    /// How long a client gets to send a body, and its largest size.
-    pub(crate) fn body_limits(&self) -> (Duration, u64) {
-        (self.body_timeout, self.max_body_bytes)
+    /// The bounds of the HTTP/1.1 front's connections.
+    pub(crate) fn front_limits(&self) -> crate::front::Limits {
+        crate::front::Limits {
+            body_timeout: self.body_timeout,
+            max_body: self.max_body_bytes,
+            stall_timeout: self.request_timeout,
+        }
     }
 
     /// The body of an HTTP/2 client's request, whole: bounded in size and in time,
