@@ -95,11 +95,16 @@ struct TestRouter {
 /// A topology with one cell at `cell` whose admin listener says it serves its own
 /// shard, and a router running on free ports until the returned sender fires.
 async fn router(cell: SocketAddr, timeouts: &str) -> TestRouter {
+    router_with(cell, &format!("[timeouts]\n{timeouts}\n")).await
+}
+
+/// The same with any `settings` (deploy file TOML).
+async fn router_with(cell: SocketAddr, settings: &str) -> TestRouter {
     let (admin, _) = fake_admin(serde_json::json!([{"cell": "c1", "epoch": 1}])).await;
     let cells = format!(
         "[[cells]]\nid = \"c1\"\nregion = \"r\"\nlisten = \"{cell}\"\nadmin = \"{admin}\"\n"
     );
-    start_router(&format!("[timeouts]\n{timeouts}\n"), &cells).await
+    start_router(settings, &cells).await
 }
 
 async fn start_router(settings: &str, cells: &str) -> TestRouter {
@@ -275,12 +280,7 @@ impl Handler for EchoCell {
 
 /// A router in front of one [`EchoCell`], with `settings` (deploy file TOML).
 async fn echo_router(settings: &str) -> TestRouter {
-    let cell = spawn_cell(EchoCell).await;
-    let (admin, _) = fake_admin(serde_json::json!([{"cell": "c1", "epoch": 1}])).await;
-    let cells = format!(
-        "[[cells]]\nid = \"c1\"\nregion = \"r\"\nlisten = \"{cell}\"\nadmin = \"{admin}\"\n"
-    );
-    start_router(settings, &cells).await
+    router_with(spawn_cell(EchoCell).await, settings).await
 }
 
 /// Sends `bytes` on a new connection to `router` and reads until the router
@@ -398,12 +398,8 @@ async fn with_no_healthy_holder_the_router_answers_503_at_once() {
 #[tokio::test]
 async fn requests_reach_cells_over_http2_and_over_http1() {
     let cell = spawn_cell(NamedCell("c1")).await;
-    let (admin, _) = fake_admin(serde_json::json!([{"cell": "c1", "epoch": 1}])).await;
-    let cells = format!(
-        "[[cells]]\nid = \"c1\"\nregion = \"r\"\nlisten = \"{cell}\"\nadmin = \"{admin}\"\n"
-    );
     for http2 in [true, false] {
-        let router = start_router(&format!("[proxy]\nhttp2_to_cells = {http2}\n"), &cells).await;
+        let router = router_with(cell, &format!("[proxy]\nhttp2_to_cells = {http2}\n")).await;
         let reply = HttpClient::new()
             .get(&format!("{}/v1/users/alice/whoami", router.url))
             .await
@@ -684,11 +680,7 @@ async fn a_refused_stream_is_sent_again_once_then_answered_503() {
         (9, StatusCode::SERVICE_UNAVAILABLE, 2),
     ] {
         let (cell, seen) = refusing_cell(refuse).await;
-        let (admin, _) = fake_admin(serde_json::json!([{"cell": "c1", "epoch": 1}])).await;
-        let cells = format!(
-            "[[cells]]\nid = \"c1\"\nregion = \"r\"\nlisten = \"{cell}\"\nadmin = \"{admin}\"\n"
-        );
-        let router = start_router("", &cells).await;
+        let router = router_with(cell, "").await;
         let reply = HttpClient::new()
             .send(
                 http::Method::POST,
@@ -760,11 +752,7 @@ impl Handler for StreamingCell {
 #[tokio::test]
 async fn a_response_of_unknown_length_is_chunked_and_keeps_the_connection() {
     let cell = spawn_cell(StreamingCell).await;
-    let (admin, _) = fake_admin(serde_json::json!([{"cell": "c1", "epoch": 1}])).await;
-    let cells = format!(
-        "[[cells]]\nid = \"c1\"\nregion = \"r\"\nlisten = \"{cell}\"\nadmin = \"{admin}\"\n"
-    );
-    let router = start_router("", &cells).await;
+    let router = router_with(cell, "").await;
     let (reply, _) = exchange(
         &router,
         b"GET /v1/users/a/stream HTTP/1.1\r\nHost: ldc\r\n\r\n\
@@ -790,11 +778,7 @@ async fn a_response_of_unknown_length_is_chunked_and_keeps_the_connection() {
 #[tokio::test]
 async fn a_response_that_stalls_is_cut_off_at_the_request_timeout() {
     let cell = spawn_cell(StreamingCell).await;
-    let (admin, _) = fake_admin(serde_json::json!([{"cell": "c1", "epoch": 1}])).await;
-    let cells = format!(
-        "[[cells]]\nid = \"c1\"\nregion = \"r\"\nlisten = \"{cell}\"\nadmin = \"{admin}\"\n"
-    );
-    let router = start_router("[timeouts]\nrequest_timeout_ms = 300\n", &cells).await;
+    let router = router(cell, "request_timeout_ms = 300").await;
     let (reply, waited) = exchange(
         &router,
         b"GET /v1/users/a/stall HTTP/1.1\r\nHost: ldc\r\n\r\n",
