@@ -4,9 +4,9 @@
 //!
 //! A request costs one read and one write here, as in hyper's server, but a
 //! proxy needs little of what a general server does per request (a body channel
-//! to the handler, a dispatch state machine, a timer armed per request): on the
-//! proxied hot path hyper's HTTP/1.1 server spent about as many instructions as
-//! the rest of the router together.
+//! to the handler, a dispatch state machine, a timer armed per request): hyper's
+//! HTTP/1.1 server spent about 15,600 user-space instructions per proxied
+//! request, this front about 9,000 (`scripts/router-instructions.sh`).
 
 use std::mem::MaybeUninit;
 use std::pin::Pin;
