@@ -207,62 +207,63 @@ impl Front {
         }
     }
 
-    /// The request's body, whole: at most `max` bytes, received within the body
-    /// timeout.
+    /// The request's body, whole: at most `max_body` bytes, received within the
+    /// body timeout.
     async fn read_body(&mut self, framing: Framing) -> Result<Bytes, Broken> {
-        if framing == Framing::Empty {
-            return Ok(Bytes::new());
-        }
+        let deadline = || Instant::now() + self.limits.body_timeout;
+        let body = match framing {
+            Framing::Empty => return Ok(Bytes::new()),
+            Framing::Length(len) => self.read_length(len, deadline()).await?,
+            Framing::Chunked => self.read_chunked(deadline()).await?,
+        };
+        self.shed_buffer(body.len());
+        Ok(body)
+    }
+
+    async fn read_length(&mut self, len: u64, deadline: Instant) -> Result<Bytes, Broken> {
         let max = self.limits.max_body;
-        let deadline = Instant::now() + self.limits.body_timeout;
-        match framing {
-            Framing::Empty => Ok(Bytes::new()),
-            Framing::Length(len) if len > max => Err(Broken::Reject(RouteError::BodyTooLarge(max))),
-            Framing::Length(len) => {
-                let len = len as usize;
-                while self.read.len() < len {
-                    self.fill(len - self.read.len(), deadline, max).await?;
-                }
-                let body = self.read.split_to(len).freeze();
-                self.shed_buffer(len);
-                Ok(body)
+        if len > max {
+            return Err(Broken::Reject(RouteError::BodyTooLarge(max)));
+        }
+        let len = len as usize;
+        while self.read.len() < len {
+            self.fill(len - self.read.len(), deadline, max).await?;
+        }
+        Ok(self.read.split_to(len).freeze())
+    }
+
+    async fn read_chunked(&mut self, deadline: Instant) -> Result<Bytes, Broken> {
+        let max = self.limits.max_body;
+        let mut body = BytesMut::new();
+        loop {
+            let size = chunk_size(&self.line(deadline, max).await?)?;
+            if size == 0 {
+                break;
             }
-            Framing::Chunked => {
-                let mut body = BytesMut::new();
-                loop {
-                    let line = self.line(deadline, max).await?;
-                    let size = chunk_size(&line)?;
-                    if size == 0 {
-                        // Trailers, if any, are dropped: the body is sent whole.
-                        // They count against the head's bound.
-                        let mut trailers = 0;
-                        loop {
-                            let line = self.line(deadline, max).await?;
-                            if line.is_empty() {
-                                self.shed_buffer(body.len());
-                                return Ok(body.freeze());
-                            }
-                            trailers += line.len() + 2;
-                            if trailers > MAX_HEAD_BYTES {
-                                return Err(Broken::Reject(RouteError::HeadTooLarge(
-                                    MAX_HEAD_BYTES,
-                                )));
-                            }
-                        }
-                    }
-                    if body.len() as u64 + size > max {
-                        return Err(Broken::Reject(RouteError::BodyTooLarge(max)));
-                    }
-                    let size = size as usize;
-                    while self.read.len() < size + 2 {
-                        self.fill(size + 2 - self.read.len(), deadline, max).await?;
-                    }
-                    body.extend_from_slice(&self.read[..size]);
-                    if &self.read[size..size + 2] != b"\r\n" {
-                        return Err(invalid_body("a chunk does not end with CRLF"));
-                    }
-                    let _ = self.read.split_to(size + 2);
-                }
+            if body.len() as u64 + size > max {
+                return Err(Broken::Reject(RouteError::BodyTooLarge(max)));
+            }
+            let size = size as usize;
+            while self.read.len() < size + 2 {
+                self.fill(size + 2 - self.read.len(), deadline, max).await?;
+            }
+            body.extend_from_slice(&self.read[..size]);
+            if &self.read[size..size + 2] != b"\r\n" {
+                return Err(invalid_body("a chunk does not end with CRLF"));
+            }
+            let _ = self.read.split_to(size + 2);
+        }
+        // Trailers, if any, are dropped: the body is sent whole. They count
+        // against the head's bound.
+        let mut trailers = 0;
+        loop {
+            let line = self.line(deadline, max).await?;
+            if line.is_empty() {
+                return Ok(body.freeze());
+            }
+            trailers += line.len() + 2;
+            if trailers > MAX_HEAD_BYTES {
+                return Err(Broken::Reject(RouteError::HeadTooLarge(MAX_HEAD_BYTES)));
             }
         }
     }
@@ -567,7 +568,8 @@ struct Shape {
 
 impl Shape {
     /// Notes one header line; returns whether it goes on to the cell (`Expect` is
-    /// answered here, and the cell gets the body whole).
+    /// answered here, and the cell gets the body whole, so no
+    /// `Transfer-Encoding` either).
     fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<bool, Broken> {
         let bytes = value.as_bytes();
         if name == header::CONTENT_LENGTH {
@@ -583,6 +585,7 @@ impl Shape {
         } else if name == header::TRANSFER_ENCODING {
             let chunked = bytes.trim_ascii().eq_ignore_ascii_case(b"chunked");
             self.encoded = Some(self.encoded.is_none() && chunked);
+            return Ok(false);
         } else if name == header::HOST {
             self.host = true;
         } else if name == header::CONNECTION {
