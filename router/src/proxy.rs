@@ -241,6 +241,10 @@ impl Proxy {
         };
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        if self.channels.is_some() {
+            // Over HTTP/2, `:authority` says where.
+            parts.headers.remove(header::HOST);
+        }
         let request = Forward {
             method: parts.method,
             path_and_query: parts.uri.path_and_query().cloned(),
@@ -323,9 +327,6 @@ impl Proxy {
                     *head.method_mut() = request.method.clone();
                     *head.uri_mut() = uri;
                     *head.headers_mut() = request.headers.clone();
-                    // `:authority` says where; the body goes whole, in frames.
-                    head.headers_mut().remove(header::HOST);
-                    head.headers_mut().remove(header::TRANSFER_ENCODING);
                     let response = channel.send(head, request.body.clone()).await?;
                     Ok(response.map(Either::Left))
                 }
