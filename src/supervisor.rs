@@ -175,6 +175,10 @@ pub async fn up(config: &Path) -> ExitCode {
         Some((_, r)) => format!("curl http://{}/v1/users/alice/whoami", r.listen),
         None => "no router in the deploy file: talk to a cell directly".to_owned(),
     };
+    // Both handlers are in place before anyone is told the cluster is ready: a
+    // signal sent before then would kill `ldc up` without stopping its children.
+    let shutdown = shutdown_signal(false);
+    let hangups = signal(SignalKind::hangup());
     println!(
         "ldc up: ready: {} cells, {} routers; try: {try_url}",
         cells.len(),
@@ -208,7 +212,7 @@ pub async fn up(config: &Path) -> ExitCode {
     }
 
     let reloading = async {
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        let Ok(mut hangups) = hangups else {
             eprintln!("ldc up: cannot install the SIGHUP handler; reloads are off");
             return std::future::pending().await;
         };
@@ -228,7 +232,7 @@ pub async fn up(config: &Path) -> ExitCode {
         }
     };
     tokio::select! {
-        () = shutdown_signal(false) => {}
+        () = shutdown => {}
         () = reloading => {}
     }
     println!("ldc up: stopping routers, then cells");

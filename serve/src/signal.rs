@@ -8,13 +8,28 @@ use std::sync::Arc;
 
 use ldc_topology::Topology;
 use tokio::io::AsyncReadExt;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 /// Resolves on SIGTERM or SIGINT, or, with `exit_on_stdin_eof`, when standard input
 /// closes: `ldc up` holds its children's stdin open, so a supervisor that dies even
 /// by SIGKILL takes its children with it instead of leaving orphans.
-pub async fn shutdown_signal(exit_on_stdin_eof: bool) {
+///
+/// The handlers are installed by this call, not when the future is first polled:
+/// until then SIGTERM's default action would kill the process outright, and a
+/// process announces itself ready before it awaits its shutdown.
+pub fn shutdown_signal(exit_on_stdin_eof: bool) -> impl Future<Output = ()> {
+    let signals = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    async move { until_signal(signals, exit_on_stdin_eof).await }
+}
+
+async fn until_signal(
+    signals: (std::io::Result<Signal>, std::io::Result<Signal>),
+    exit_on_stdin_eof: bool,
+) {
     let stdin_closed = async {
         if !exit_on_stdin_eof {
             return std::future::pending::<()>().await;
@@ -27,10 +42,7 @@ pub async fn shutdown_signal(exit_on_stdin_eof: bool) {
             }
         }
     };
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = signals else {
         tracing::error!("cannot install signal handlers; stopping on stdin EOF only");
         return stdin_closed.await;
     };
