@@ -791,3 +791,118 @@ async fn a_response_that_stalls_is_cut_off_at_the_request_timeout() {
         "cut off after {waited:?}"
     );
 }
+
+/// A cell speaking HTTP/2 itself that takes more streams at once than ldc's cells
+/// announce, answers each request's head at once and then sends its body a byte
+/// every 50 ms until `stop` turns true; counts the streams it saw.
+async fn trickling_cell() -> (
+    SocketAddr,
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::sync::watch::Sender<bool>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (counter, stopped) = (counter.clone(), stopped.clone());
+            tokio::spawn(async move {
+                let handshake = h2::server::Builder::new()
+                    .max_concurrent_streams(4 * ldc_serve::MAX_CONCURRENT_STREAMS)
+                    .handshake::<_, bytes::Bytes>(stream);
+                let Ok(mut conn) = handshake.await else {
+                    return;
+                };
+                while let Some(Ok((_, mut respond))) = conn.accept().await {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let Ok(mut body) = respond.send_response(Response::new(()), false) else {
+                        continue;
+                    };
+                    let mut stopped = stopped.clone();
+                    tokio::spawn(async move {
+                        while !*stopped.borrow() {
+                            tokio::select! {
+                                _ = stopped.changed() => {}
+                                () = tokio::time::sleep(Duration::from_millis(50)) => {
+                                    let _ = body.send_data(bytes::Bytes::from_static(b"."), false);
+                                }
+                            }
+                        }
+                        let _ = body.send_data(bytes::Bytes::new(), true);
+                    });
+                }
+            });
+        }
+    });
+    (addr, seen, stop)
+}
+
+/// Reads from `stream` until `pattern` has arrived (at most 5 s); returns what came.
+async fn read_until(stream: &mut tokio::net::TcpStream, pattern: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        while !String::from_utf8_lossy(&seen).contains(pattern) {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before {pattern:?}: {seen:?}");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("arrives within 5 s");
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// While every stream the router opens to a cell is taken, the next request waits
+/// at the router, unsent, and gets a retryable 503 at the request timeout; once
+/// the responses holding the streams end, requests go through again.
+#[tokio::test]
+async fn past_a_cells_stream_limit_a_request_waits_unsent_and_gets_503() {
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncWriteExt;
+    let (cell, seen, stop) = trickling_cell().await;
+    let router = router(cell, "request_timeout_ms = 400").await;
+    let addr = router.url.trim_start_matches("http://");
+    let limit = ldc_serve::MAX_CONCURRENT_STREAMS as usize;
+    let mut holders = Vec::new();
+    for i in 0..limit {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET /v1/users/u{i}/hold HTTP/1.1\r\nHost: ldc\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        holders.push(stream);
+    }
+    for stream in &mut holders {
+        let head = read_until(stream, "\r\n\r\n").await;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), limit);
+
+    let late = format!("{}/v1/users/late/hold", router.url);
+    let reply = HttpClient::new().get(&late).await.expect("router answers");
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        reply.json()
+    );
+    assert_eq!(reply.json()["error"]["code"], "cell_busy");
+    assert_eq!(reply.header("retry-after"), "1");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        limit,
+        "the late request was sent"
+    );
+
+    stop.send_replace(true);
+    for stream in &mut holders {
+        read_until(stream, "\r\n0\r\n\r\n").await;
+    }
+    let reply = HttpClient::new().get(&late).await.expect("router answers");
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json());
+    assert_eq!(seen.load(Ordering::SeqCst), limit + 1);
+}

@@ -2,12 +2,18 @@
 //! every request routed there, so that under load one read or write carries many
 //! requests. Each request opens its stream from its own task and awaits the
 //! response there: no pool to check out from, no dispatch task in between.
+//!
+//! A request takes one of the cell's streams (a permit) before it is sent and
+//! holds it until its response body is read or dropped. Past the cell's stream
+//! limit, requests wait for a permit, unsent; one whose deadline passes there is
+//! answered as not sent. (Left to h2, they would wait in its queue, from which a
+//! request already answered 504 could still be sent.)
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -18,29 +24,43 @@ use http::{Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
 use ldc_serve::Coalesce;
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, timeout_at};
 
 /// How often an open connection is pinged; a cell that does not answer within the
 /// request timeout has its connection dropped, so that a silent peer (a host that
 /// vanished without closing the socket) does not keep the requests sent to it.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Streams opened before the cell's settings say how many it takes.
-const INITIAL_MAX_STREAMS: usize = 100;
+/// Streams a cell takes at once: what ldc's cells announce. h2 assumes it until
+/// the cell's settings arrive; a peer that announces fewer gets the rest queued
+/// by h2 for the moments it takes a stream to close.
+const MAX_STREAMS: u32 = ldc_serve::MAX_CONCURRENT_STREAMS;
 /// Receive windows: per stream, and for the whole connection.
 const STREAM_WINDOW: u32 = 2 << 20;
 const CONNECTION_WINDOW: u32 = 5 << 20;
 
 /// Why a request got no response.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// No connection to the cell: the request was not sent, so sending it elsewhere
     /// cannot apply it twice.
+    #[error("{0}")]
     Unreachable(String),
     /// The request was sent (or may have been) and failed.
+    #[error("{0}")]
     Failed(String),
     /// The cell refused the stream before processing it (`REFUSED_STREAM`, RFC
     /// 9113 section 8.7): a busy cell, not a dead one, and nothing was applied.
+    #[error("{0}")]
     Refused(String),
+    /// Every stream the cell takes stayed busy until the request's deadline: the
+    /// request was not sent.
+    #[error("no free stream to the cell by the deadline; not sent")]
+    Saturated,
+    /// Sent (or it may have been), and no response head came by the deadline.
+    #[error("no response head by the deadline")]
+    TimedOut,
 }
 
 pub struct Channel {
@@ -48,6 +68,8 @@ pub struct Channel {
     connect_timeout: Duration,
     ping_timeout: Duration,
     live: ArcSwapOption<SendRequest<Bytes>>,
+    /// One permit per stream the cell takes at once.
+    streams: Arc<Semaphore>,
     /// Held while connecting, so that a burst of requests makes one connection;
     /// remembers when the last attempt failed, so that requests that waited for it
     /// fail with it instead of each trying again.
@@ -69,17 +91,35 @@ impl Channel {
             connect_timeout,
             ping_timeout,
             live: ArcSwapOption::empty(),
+            streams: Arc::new(Semaphore::new(MAX_STREAMS as usize)),
             connecting: tokio::sync::Mutex::new(None),
         }
     }
 
-    /// Sends `request` with `body` (whole) and returns the response head; its body
-    /// streams after. A connection found closed is replaced once, before anything
-    /// is sent.
+    /// Sends `request` with `body` (whole) and returns the response head by
+    /// `deadline`; its body streams after. A connection found closed is replaced
+    /// once, before anything is sent.
     pub async fn send(
         &self,
         request: Request<()>,
         body: Bytes,
+        deadline: Instant,
+    ) -> Result<Response<RecvBody>, SendError> {
+        // The semaphore is never closed: only the deadline fails this.
+        let Ok(Ok(permit)) = timeout_at(deadline, self.streams.clone().acquire_owned()).await
+        else {
+            return Err(SendError::Saturated);
+        };
+        timeout_at(deadline, self.exchange(request, body, permit))
+            .await
+            .unwrap_or(Err(SendError::TimedOut))
+    }
+
+    async fn exchange(
+        &self,
+        request: Request<()>,
+        body: Bytes,
+        permit: OwnedSemaphorePermit,
     ) -> Result<Response<RecvBody>, SendError> {
         let mut replaced = false;
         let mut ready = loop {
@@ -117,6 +157,7 @@ impl Channel {
             stream,
             length: content_length(&parts.headers),
             data_done: false,
+            _permit: permit,
         };
         Ok(Response::from_parts(parts, body))
     }
@@ -167,7 +208,7 @@ impl Channel {
                 // Until the cell's settings arrive, h2 would open any number of
                 // streams; the cell refuses those past its limit and, past 1024
                 // refusals, closes the connection with the streams it runs.
-                .initial_max_send_streams(INITIAL_MAX_STREAMS)
+                .initial_max_send_streams(MAX_STREAMS as usize)
                 // A response nobody reads yet holds its stream's window; with
                 // h2's 64 KiB default it could hold the whole connection's.
                 .initial_window_size(STREAM_WINDOW)
@@ -234,6 +275,8 @@ pub struct RecvBody {
     /// length up front too.
     length: Option<u64>,
     data_done: bool,
+    /// The stream's place among the cell's streams, given back with the body.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Body for RecvBody {

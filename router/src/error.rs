@@ -34,6 +34,10 @@ pub enum RouteError {
     ShardMoving(String),
     #[error("cell {0} refused the request before starting it; retry shortly")]
     CellBusy(String),
+    #[error(
+        "cell {0} had no free stream for {1} ms (all taken by requests in progress); the request was not sent"
+    )]
+    CellSaturated(String, u64),
     #[error("cell {0} failed while serving the request")]
     CellFailed(String),
     #[error("cell {0} did not answer within {1} ms")]
@@ -57,7 +61,8 @@ impl RouteError {
             Self::CellUnavailable(_)
             | Self::NoHolder(_)
             | Self::ShardMoving(_)
-            | Self::CellBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::CellBusy(_)
+            | Self::CellSaturated(..) => StatusCode::SERVICE_UNAVAILABLE,
             Self::CellFailed(_) => StatusCode::BAD_GATEWAY,
             Self::CellTimeout(..) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -76,7 +81,7 @@ impl RouteError {
             Self::InvalidBody(_) => "invalid_body",
             Self::CellUnavailable(_) | Self::NoHolder(_) => "cell_unavailable",
             Self::ShardMoving(_) => "shard_moving",
-            Self::CellBusy(_) => "cell_busy",
+            Self::CellBusy(_) | Self::CellSaturated(..) => "cell_busy",
             Self::CellFailed(_) => "cell_failed",
             Self::CellTimeout(..) => "cell_timeout",
         }
@@ -88,7 +93,11 @@ impl RouteError {
     pub fn retry_safe(&self) -> bool {
         matches!(
             self,
-            Self::CellUnavailable(_) | Self::NoHolder(_) | Self::ShardMoving(_) | Self::CellBusy(_)
+            Self::CellUnavailable(_)
+                | Self::NoHolder(_)
+                | Self::ShardMoving(_)
+                | Self::CellBusy(_)
+                | Self::CellSaturated(..)
         )
     }
 }

@@ -35,6 +35,8 @@ pub enum UpstreamError {
     Failed,
     Timeout,
     Refused,
+    /// Every stream to the cell stayed busy until the deadline; not sent.
+    Saturated,
 }
 
 #[derive(Debug, Clone)]
@@ -53,7 +55,7 @@ pub struct CellMetrics {
     requests: Vec<[IntCounter; CLASSES.len()]>,
     success: Histogram,
     failure: Histogram,
-    upstream: [IntCounter; 4],
+    upstream: [IntCounter; 5],
 }
 
 impl Metrics {
@@ -116,7 +118,7 @@ impl Metrics {
                 .collect(),
             success: self.duration.with_label_values(&[cell, "success"]),
             failure: self.duration.with_label_values(&[cell, "failure"]),
-            upstream: ["connect", "failed", "timeout", "refused"]
+            upstream: ["connect", "failed", "timeout", "refused", "saturated"]
                 .map(|kind| self.upstream_errors.with_label_values(&[cell, kind])),
         }
     }

@@ -320,59 +320,58 @@ impl Proxy {
         uri.authority = Some(upstream.authority.clone());
         uri.path_and_query = request.path_and_query.clone();
         let uri = Uri::from_parts(uri).map_err(|err| RouteError::NotFound(err.to_string()))?;
-        let sent = async {
-            match &upstream.channel {
-                Some(channel) => {
-                    let mut head = Request::new(());
-                    *head.method_mut() = request.method.clone();
-                    *head.uri_mut() = uri;
-                    *head.headers_mut() = request.headers.clone();
-                    let response = channel.send(head, request.body.clone()).await?;
-                    Ok(response.map(Either::Left))
-                }
-                None => {
-                    let mut sent = Request::new(Full::new(request.body.clone()));
-                    *sent.method_mut() = request.method.clone();
-                    *sent.uri_mut() = uri;
-                    *sent.headers_mut() = request.headers.clone();
-                    match self.client.request(sent).await {
-                        Ok(response) => Ok(response.map(Either::Right)),
-                        Err(err) if err.is_connect() => {
-                            Err(SendError::Unreachable(error_chain(&err)))
-                        }
-                        Err(err) => Err(SendError::Failed(error_chain(&err))),
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let sent = match &upstream.channel {
+            Some(channel) => {
+                let mut head = Request::new(());
+                *head.method_mut() = request.method.clone();
+                *head.uri_mut() = uri;
+                *head.headers_mut() = request.headers.clone();
+                channel
+                    .send(head, request.body.clone(), deadline)
+                    .await
+                    .map(|response| response.map(Either::Left))
+            }
+            None => {
+                let mut sent = Request::new(Full::new(request.body.clone()));
+                *sent.method_mut() = request.method.clone();
+                *sent.uri_mut() = uri;
+                *sent.headers_mut() = request.headers.clone();
+                match tokio::time::timeout_at(deadline, self.client.request(sent)).await {
+                    Ok(Ok(response)) => Ok(response.map(Either::Right)),
+                    Ok(Err(err)) if err.is_connect() => {
+                        Err(SendError::Unreachable(error_chain(&err)))
                     }
+                    Ok(Err(err)) => Err(SendError::Failed(error_chain(&err))),
+                    Err(_) => Err(SendError::TimedOut),
                 }
             }
         };
+        let err = match sent {
+            Ok(response) => return Ok(response),
+            Err(err) => err,
+        };
         let cell_id = || table.topology.cells()[cell].id.clone();
-        match tokio::time::timeout(self.request_timeout, sent).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => {
-                let (error, cause) = match err {
-                    SendError::Unreachable(cause) => {
-                        upstream.metrics.upstream_error(UpstreamError::Connect);
-                        (RouteError::CellUnavailable(cell_id()), cause)
-                    }
-                    SendError::Failed(cause) => {
-                        upstream.metrics.upstream_error(UpstreamError::Failed);
-                        (RouteError::CellFailed(cell_id()), cause)
-                    }
-                    SendError::Refused(cause) => {
-                        upstream.metrics.upstream_error(UpstreamError::Refused);
-                        (RouteError::CellBusy(cell_id()), cause)
-                    }
-                };
-                tracing::warn!(cell = %cell_id(), slot, %cause, code = error.code(), "forward failed");
-                Err(error)
-            }
-            Err(_) => {
-                upstream.metrics.upstream_error(UpstreamError::Timeout);
-                let timeout_ms = self.request_timeout.as_millis() as u64;
-                tracing::warn!(cell = %cell_id(), slot, timeout_ms, "cell timed out");
-                Err(RouteError::CellTimeout(cell_id(), timeout_ms))
-            }
-        }
+        let waited_ms = self.request_timeout.as_millis() as u64;
+        let (error, kind) = match &err {
+            SendError::Unreachable(_) => (
+                RouteError::CellUnavailable(cell_id()),
+                UpstreamError::Connect,
+            ),
+            SendError::Failed(_) => (RouteError::CellFailed(cell_id()), UpstreamError::Failed),
+            SendError::Refused(_) => (RouteError::CellBusy(cell_id()), UpstreamError::Refused),
+            SendError::Saturated => (
+                RouteError::CellSaturated(cell_id(), waited_ms),
+                UpstreamError::Saturated,
+            ),
+            SendError::TimedOut => (
+                RouteError::CellTimeout(cell_id(), waited_ms),
+                UpstreamError::Timeout,
+            ),
+        };
+        upstream.metrics.upstream_error(kind);
+        tracing::warn!(cell = %cell_id(), slot, cause = %err, code = error.code(), "forward failed");
+        Err(error)
     }
 
     fn error_response(&self, error: &RouteError) -> Response<ProxyBody> {

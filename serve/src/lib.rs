@@ -13,5 +13,5 @@ pub use admin::{AdminRoutes, serve_with_admin};
 pub use coalesce::Coalesce;
 pub use phase::{Phase, PhaseTx, phase_channel};
 pub use reply::{Body, error_body, error_chain, json, json_bytes, json_error};
-pub use server::{Handler, Http1Connection, ServeSettings, Served, serve};
+pub use server::{Handler, Http1Connection, MAX_CONCURRENT_STREAMS, ServeSettings, Served, serve};
 pub use signal::{announce, reload_on_sighup, serve_reloading, shutdown_signal};

@@ -20,8 +20,9 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::Coalesce;
 
-/// Streams a multiplexed HTTP/2 connection may have open at once.
-const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Streams a multiplexed HTTP/2 connection may have open at once (the router
+/// sends a cell no more than this).
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
