@@ -5,6 +5,7 @@
 mod admin;
 mod coalesce;
 mod phase;
+mod preface;
 mod reply;
 mod server;
 mod signal;

@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::Coalesce;
+use crate::preface::{Opening, opening};
 
 /// Streams a multiplexed HTTP/2 connection may have open at once (the router
 /// sends a cell no more than this).
@@ -82,7 +83,7 @@ pub async fn serve<H: Handler>(
     settings: ServeSettings,
     shutdown: impl Future<Output = ()>,
 ) {
-    // The listener tells the protocols apart itself (see `speaks_http2`), so each
+    // The listener tells the protocols apart itself (see `opening`), so each
     // connection goes straight to its server.
     let mut http1 = http1::Builder::new();
     http1
@@ -135,31 +136,34 @@ pub async fn serve<H: Handler>(
         let header_read_timeout = settings.header_read_timeout;
         let closing = closing.subscribe();
         tokio::spawn(async move {
-            let Some(speaks_http2) = speaks_http2(&stream, header_read_timeout).await else {
-                tracing::debug!(%peer, "closed: nothing sent within the header read timeout");
+            let Some(opening) = opening(stream, header_read_timeout).await else {
+                tracing::debug!(%peer, "closed: nothing sent, or part of an HTTP/2 preface, within the header read timeout");
                 return;
             };
-            let ended = if speaks_http2 {
-                let conn = http2.serve_connection(TokioIo::new(stream), service);
-                // Many streams share an HTTP/2 connection: their responses go out
-                // together. HTTP/1.1 carries one at a time, so deferring would only
-                // cost.
-                Coalesce::new(watcher.watch(conn)).await
-            } else {
-                let conn = Http1Connection {
-                    stream,
-                    peer,
-                    header_read_timeout,
-                    closing,
-                };
-                match handler.take_http1(conn) {
-                    Ok(served) => {
-                        served.await;
-                        Ok(())
-                    }
-                    Err(conn) => {
-                        let conn = http1.serve_connection(TokioIo::new(conn.stream), service);
-                        watcher.watch(conn).await
+            let ended = match opening {
+                Opening::Http2(stream) => {
+                    let conn = http2.serve_connection(TokioIo::new(stream), service);
+                    // Many streams share an HTTP/2 connection: their responses go
+                    // out together. HTTP/1.1 carries one at a time, so deferring
+                    // would only cost.
+                    Coalesce::new(watcher.watch(conn)).await
+                }
+                Opening::Http1(stream) => {
+                    let conn = Http1Connection {
+                        stream,
+                        peer,
+                        header_read_timeout,
+                        closing,
+                    };
+                    match handler.take_http1(conn) {
+                        Ok(served) => {
+                            served.await;
+                            Ok(())
+                        }
+                        Err(conn) => {
+                            let conn = http1.serve_connection(TokioIo::new(conn.stream), service);
+                            watcher.watch(conn).await
+                        }
                     }
                 }
             };
@@ -183,16 +187,5 @@ pub async fn serve<H: Handler>(
             drain_timeout_ms = settings.drain_timeout.as_millis() as u64,
             "drain deadline passed; closing the remaining connections"
         );
-    }
-}
-
-/// Whether a client opens with HTTP/2's connection preface (prior knowledge:
-/// `PRI * HTTP/2.0`; no HTTP/1.1 method is `PRI`), read without consuming it.
-/// `None` when the client closed or sent nothing within `timeout`.
-async fn speaks_http2(stream: &TcpStream, timeout: Duration) -> Option<bool> {
-    let mut head = [0u8; 4];
-    match tokio::time::timeout(timeout, stream.peek(&mut head)).await {
-        Ok(Ok(0) | Err(_)) | Err(_) => None,
-        Ok(Ok(n)) => Some(n == head.len() && head == *b"PRI "),
     }
 }

@@ -1,0 +1,105 @@
+//! How a new connection opens: HTTP/2 with prior knowledge (its connection
+//! preface) or HTTP/1.1, told apart within the header read timeout.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// HTTP/2's connection preface (RFC 9113 section 3.4). No HTTP/1.1 method is
+/// `PRI`, so its first four bytes tell the protocols apart.
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+#[derive(Debug)]
+pub enum Opening {
+    Http1(TcpStream),
+    Http2(AfterPreface),
+}
+
+/// What the client opened with, by `timeout`: `None` when it closed, sent nothing,
+/// or began HTTP/2's preface without completing it. An HTTP/1.1 head is not
+/// waited for here: its server bounds that itself.
+pub async fn opening(mut stream: TcpStream, timeout: Duration) -> Option<Opening> {
+    let read = async {
+        let mut head = [0u8; 4];
+        match stream.peek(&mut head).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) if n < head.len() || head != PREFACE[..4] => return Some(false),
+            Ok(_) => {}
+        }
+        // Read, not peeked, so that a client stalling within the preface meets
+        // the timeout here: h2's handshake has none. Given back to the server by
+        // `AfterPreface`.
+        let mut preface = [0u8; PREFACE.len()];
+        stream.read_exact(&mut preface).await.ok()?;
+        (preface == *PREFACE).then_some(true)
+    };
+    let http2 = tokio::time::timeout(timeout, read).await.ok().flatten()?;
+    Some(if http2 {
+        Opening::Http2(AfterPreface {
+            replayed: 0,
+            stream,
+        })
+    } else {
+        Opening::Http1(stream)
+    })
+}
+
+/// A connection whose preface was read by [`opening`]: reads give the preface
+/// again, then what follows it.
+#[derive(Debug)]
+pub struct AfterPreface {
+    replayed: usize,
+    stream: TcpStream,
+}
+
+impl AsyncRead for AfterPreface {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let rest = &PREFACE[this.replayed..];
+        if rest.is_empty() {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        }
+        let n = rest.len().min(buf.remaining());
+        buf.put_slice(&rest[..n]);
+        this.replayed += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for AfterPreface {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
