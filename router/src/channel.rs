@@ -105,14 +105,23 @@ impl Channel {
         body: Bytes,
         deadline: Instant,
     ) -> Result<Response<RecvBody>, SendError> {
-        // The semaphore is never closed: only the deadline fails this.
-        let Ok(Ok(permit)) = timeout_at(deadline, self.streams.clone().acquire_owned()).await
-        else {
-            return Err(SendError::Saturated);
+        let permit = match self.streams.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            // Boxed, as rare: waiting (and its timer) would otherwise widen every
+            // request's future.
+            Err(_) => Box::pin(self.wait_for_stream(deadline)).await?,
         };
         timeout_at(deadline, self.exchange(request, body, permit))
             .await
             .unwrap_or(Err(SendError::TimedOut))
+    }
+
+    async fn wait_for_stream(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, SendError> {
+        match timeout_at(deadline, self.streams.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            // The semaphore is never closed: only the deadline fails this.
+            Ok(Err(_)) | Err(_) => Err(SendError::Saturated),
+        }
     }
 
     async fn exchange(
