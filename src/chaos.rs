@@ -325,7 +325,7 @@ async fn run(
     heal(
         &client,
         &format!("http://{}/admin/topology", router.admin),
-        &shard_ids,
+        topology,
     )
     .await?;
     *plan.give_up_at.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -493,17 +493,20 @@ fn served(topology: &Value, shards: &[String]) -> Vec<(Option<usize>, Option<u64
         .collect()
 }
 
-/// Waits until the router routes every shard to its own cell.
-async fn heal(client: &HttpClient, url: &str, shards: &[String]) -> Result<(), String> {
+/// Waits until the router routes every shard to its own cell, and every cell says
+/// it serves its own shard: the router's view alone can be stale for a moment
+/// after a kill.
+async fn heal(client: &HttpClient, url: &str, topology: &Topology) -> Result<(), String> {
+    let shards: Vec<String> = topology.cells().iter().map(|c| c.id.clone()).collect();
     let started = Instant::now();
     loop {
         if let Ok(reply) = client.get(url).await {
-            let view = served(&reply.json(), shards);
-            if view
+            let view = served(&reply.json(), &shards);
+            let routed = view
                 .iter()
                 .enumerate()
-                .all(|(shard, (by, _))| *by == Some(shard))
-            {
+                .all(|(shard, (by, _))| *by == Some(shard));
+            if routed && serve_own_shards(client, topology).await {
                 return Ok(());
             }
         }
@@ -514,6 +517,22 @@ async fn heal(client: &HttpClient, url: &str, shards: &[String]) -> Result<(), S
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether every cell is ready and lists its own shard among those it serves.
+async fn serve_own_shards(client: &HttpClient, topology: &Topology) -> bool {
+    for cell in topology.cells() {
+        let Ok(reply) = client.get(&format!("http://{}/ready", cell.admin)).await else {
+            return false;
+        };
+        let own = reply.json()["shards"]
+            .as_array()
+            .is_some_and(|shards| shards.iter().any(|s| s["cell"] == cell.id.as_str()));
+        if !reply.status.is_success() || !own {
+            return false;
+        }
+    }
+    true
 }
 
 /// Every cell's `/admin/audit`.
