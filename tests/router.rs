@@ -911,3 +911,40 @@ async fn past_a_cells_stream_limit_a_request_waits_unsent_and_gets_503() {
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json());
     assert_eq!(seen.load(Ordering::SeqCst), limit + 1);
 }
+
+/// An HTTP/2 client that takes none of its responses (a zero flow-control
+/// window) does not keep the cell's streams: the router reads small answers whole
+/// first, so other clients' requests still go through.
+#[tokio::test]
+async fn an_http2_client_that_reads_nothing_does_not_hold_the_cells_streams() {
+    let router = echo_router("[timeouts]\nrequest_timeout_ms = 400\n").await;
+    let addr = router.url.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(stream)
+        .await
+        .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    let mut unread = Vec::new();
+    for i in 0..ldc_serve::MAX_CONCURRENT_STREAMS {
+        let request = Request::get(format!("{}/v1/users/u{i}/whoami", router.url))
+            .body(())
+            .expect("request");
+        let mut client = client.clone().ready().await.expect("stream");
+        let (response, _) = client.send_request(request, true).expect("send");
+        unread.push(response);
+    }
+    for response in &mut unread {
+        let head = tokio::time::timeout(Duration::from_secs(5), response)
+            .await
+            .expect("head within 5 s")
+            .expect("response");
+        assert_eq!(head.status(), StatusCode::OK);
+    }
+    let reply = HttpClient::new()
+        .get(&format!("{}/v1/users/other/whoami", router.url))
+        .await
+        .expect("router answers");
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json());
+}

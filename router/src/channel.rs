@@ -58,7 +58,7 @@ pub enum SendError {
     /// request was not sent.
     #[error("no free stream to the cell by the deadline; not sent")]
     Saturated,
-    /// Sent (or it may have been), and no response head came by the deadline.
+    /// No response head by the deadline: the request may have been sent.
     #[error("no response head by the deadline")]
     TimedOut,
 }
@@ -118,9 +118,11 @@ impl Channel {
 
     async fn wait_for_stream(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, SendError> {
         match timeout_at(deadline, self.streams.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            // The semaphore is never closed: only the deadline fails this.
-            Ok(Err(_)) | Err(_) => Err(SendError::Saturated),
+            // A stream that comes only at the deadline is not used: the request
+            // could go out, and then be answered as timed out.
+            Ok(Ok(permit)) if Instant::now() < deadline => Ok(permit),
+            // Or the deadline passed (the semaphore is never closed).
+            Ok(_) | Err(_) => Err(SendError::Saturated),
         }
     }
 

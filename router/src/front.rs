@@ -429,6 +429,9 @@ impl Front {
                 }
             }
         }
+        // The cell's stream is done: given back now, not after the client takes
+        // the rest.
+        drop(body);
         if chunked {
             self.write.extend_from_slice(b"0\r\n\r\n");
         }

@@ -28,6 +28,9 @@ use crate::metrics::{CellMetrics, Metrics, NO_CELL, Retry, UpstreamError};
 pub static X_LDC_CELL: HeaderName = HeaderName::from_static("x-ldc-cell");
 pub static X_LDC_SLOT: HeaderName = HeaderName::from_static("x-ldc-slot");
 pub static X_LDC_EPOCH: HeaderName = HeaderName::from_static("x-ldc-epoch");
+/// Largest response body read whole for an HTTP/2 client (see `read_response`);
+/// the cells' answers are far smaller.
+const READ_WHOLE: u64 = 1 << 20;
 static X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
 
 /// Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
@@ -214,6 +217,41 @@ impl Proxy {
             Ok(Err(err)) => Err(RouteError::InvalidBody(err.to_string())),
             Err(_) => Err(RouteError::BodyTimeout(self.body_timeout.as_millis() as u64)),
         }
+    }
+
+    /// An HTTP/2 client takes a response as slowly as its flow control lets it,
+    /// and the cell's stream stays taken until the body is read: a body from a
+    /// channel of up to [`READ_WHOLE`] bytes is read here, within the request
+    /// timeout, before the client gets the response. (The HTTP/1.1 front bounds
+    /// each wait for its client instead.)
+    async fn read_response(&self, response: Response<ProxyBody>) -> Response<ProxyBody> {
+        let (parts, body) = response.into_parts();
+        let cell = match body {
+            Either::Left(Either::Left(cell))
+                if cell.size_hint().exact().is_some_and(|n| n <= READ_WHOLE) =>
+            {
+                cell
+            }
+            body => return Response::from_parts(parts, body),
+        };
+        let cause = match tokio::time::timeout(self.request_timeout, cell.collect()).await {
+            Ok(Ok(whole)) => {
+                return Response::from_parts(parts, Either::Right(Full::new(whole.to_bytes())));
+            }
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => "no whole body within the request timeout".to_owned(),
+        };
+        // The head came: the cell may have applied the request.
+        let id = parts.headers.get(&X_LDC_CELL).and_then(|v| v.to_str().ok());
+        let id = id.unwrap_or_default().to_owned();
+        tracing::warn!(cell = %id, %cause, "cell response body failed");
+        let mut failed = self.error_response(&RouteError::CellFailed(id));
+        for name in [&X_LDC_CELL, &X_LDC_SLOT, &X_LDC_EPOCH] {
+            if let Some(value) = parts.headers.get(name) {
+                failed.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        failed
     }
 
     /// Sends the request to the cell serving `shard`. A cell that cannot be reached
@@ -509,7 +547,10 @@ impl Handler for Proxy {
     async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let (parts, body) = req.into_parts();
         match self.read_body(&parts.headers, body).await {
-            Ok(body) => self.answer(Request::from_parts(parts, body)).await,
+            Ok(body) => {
+                let response = self.answer(Request::from_parts(parts, body)).await;
+                Box::pin(self.read_response(response)).await
+            }
             Err(error) => self.reject(Some(&parts.method), &error),
         }
     }
