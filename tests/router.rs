@@ -598,9 +598,9 @@ async fn the_front_closes_stalled_clients_at_the_header_read_timeout() {
     assert!(waited >= Duration::from_millis(250), "408 after {waited:?}");
 }
 
-/// A client that connects and sends nothing, half a request or (part of) HTTP/2's
-/// preface, is closed at the header read timeout (after HTTP/2's preface: when it
-/// does not answer a ping) instead of holding one of the listener's connections.
+/// A client that connects and sends nothing, half a request or half HTTP/2's
+/// preface, is closed at the header read timeout instead of holding one of the
+/// listener's connections.
 #[tokio::test]
 async fn silent_and_slow_clients_are_closed_at_the_header_read_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -620,7 +620,6 @@ async fn silent_and_slow_clients_are_closed_at_the_header_read_timeout() {
         "",
         "GET /v1/users/alice/whoami HTTP/1.1\r\nHost: ldc\r\n",
         "PRI * HTTP/2.0\r\n",
-        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
     ] {
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
         stream.write_all(sent.as_bytes()).await.expect("send");

@@ -95,12 +95,7 @@ pub async fn serve<H: Handler>(
     let mut http2 = http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        // A peer silent for the header read timeout is pinged, and closed if it does
-        // not answer within it: a client stalled after its preface, or a host gone
-        // without closing its connections.
-        .keep_alive_interval(settings.header_read_timeout)
-        .keep_alive_timeout(settings.header_read_timeout);
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     let graceful = GracefulShutdown::new();
     // The drain signal of connections served by the handler's own server.
     let (closing, _) = watch::channel(false);
