@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::RouteError;
-use crate::proxy::{Proxy, ProxyBody};
+use crate::proxy::{Delivery, Proxy, ProxyBody};
 
 /// Largest request head (request line and headers); 431 above.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -97,7 +97,9 @@ pub(crate) async fn serve(proxy: Arc<Proxy>, conn: Http1Connection) {
             head: head.request.method() == Method::HEAD,
             version: head.request.version(),
         };
-        let response = proxy.answer(head.request.map(|()| body)).await;
+        let response = proxy
+            .answer(head.request.map(|()| body), Delivery::Streamed)
+            .await;
         // `closing` may have changed while the request was in the cell.
         let keep_alive = keep_alive && !*closing.borrow();
         let written = front.write_response(response, asked, keep_alive).await;
@@ -385,6 +387,7 @@ impl Front {
         }
         w.extend_from_slice(b"\r\n");
         if bodiless {
+            drop(body);
             self.flush().await?;
             return Ok(keep_alive);
         }

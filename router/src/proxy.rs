@@ -28,9 +28,20 @@ use crate::metrics::{CellMetrics, Metrics, NO_CELL, Retry, UpstreamError};
 pub static X_LDC_CELL: HeaderName = HeaderName::from_static("x-ldc-cell");
 pub static X_LDC_SLOT: HeaderName = HeaderName::from_static("x-ldc-slot");
 pub static X_LDC_EPOCH: HeaderName = HeaderName::from_static("x-ldc-epoch");
-/// Largest response body read whole for an HTTP/2 client (see `read_response`);
-/// the cells' answers are far smaller.
-const READ_WHOLE: u64 = 1 << 20;
+/// Largest response body read whole for an HTTP/2 client (see `Delivery`); the
+/// cells' answers are smaller.
+const READ_WHOLE: u64 = 64 << 10;
+
+/// How a cell's response body reaches the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// As it comes: the HTTP/1.1 front bounds each wait for its client.
+    Streamed,
+    /// Read whole first when small (see [`READ_WHOLE`]): an HTTP/2 client takes a
+    /// response as slowly as its flow control lets it, and the cell's stream stays
+    /// taken until its body is read.
+    Whole,
+}
 static X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
 
 /// Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
@@ -219,12 +230,15 @@ impl Proxy {
         }
     }
 
-    /// An HTTP/2 client takes a response as slowly as its flow control lets it,
-    /// and the cell's stream stays taken until the body is read: a body from a
-    /// channel of up to [`READ_WHOLE`] bytes is read here, within the request
-    /// timeout, before the client gets the response. (The HTTP/1.1 front bounds
-    /// each wait for its client instead.)
-    async fn read_response(&self, response: Response<ProxyBody>) -> Response<ProxyBody> {
+    /// Reads a body from a channel of up to [`READ_WHOLE`] bytes with a known
+    /// length within the request timeout: the cell's stream is given back then,
+    /// whatever the client's flow control lets it take. A body that fails after
+    /// the head is a failed cell: it may have applied the request.
+    async fn read_whole(
+        &self,
+        response: Response<ProxyBody>,
+        upstream: &Upstream,
+    ) -> Result<Response<ProxyBody>, RouteError> {
         let (parts, body) = response.into_parts();
         let cell = match body {
             Either::Left(Either::Left(cell))
@@ -232,26 +246,20 @@ impl Proxy {
             {
                 cell
             }
-            body => return Response::from_parts(parts, body),
+            body => return Ok(Response::from_parts(parts, body)),
         };
         let cause = match tokio::time::timeout(self.request_timeout, cell.collect()).await {
             Ok(Ok(whole)) => {
-                return Response::from_parts(parts, Either::Right(Full::new(whole.to_bytes())));
+                let body = Either::Right(Full::new(whole.to_bytes()));
+                return Ok(Response::from_parts(parts, body));
             }
             Ok(Err(err)) => err.to_string(),
             Err(_) => "no whole body within the request timeout".to_owned(),
         };
-        // The head came: the cell may have applied the request.
-        let id = parts.headers.get(&X_LDC_CELL).and_then(|v| v.to_str().ok());
-        let id = id.unwrap_or_default().to_owned();
+        upstream.metrics.upstream_error(UpstreamError::Failed);
+        let id = upstream.id.to_str().unwrap_or_default().to_owned();
         tracing::warn!(cell = %id, %cause, "cell response body failed");
-        let mut failed = self.error_response(&RouteError::CellFailed(id));
-        for name in [&X_LDC_CELL, &X_LDC_SLOT, &X_LDC_EPOCH] {
-            if let Some(value) = parts.headers.get(name) {
-                failed.headers_mut().insert(name.clone(), value.clone());
-            }
-        }
-        failed
+        Err(RouteError::CellFailed(id))
     }
 
     /// Sends the request to the cell serving `shard`. A cell that cannot be reached
@@ -548,8 +556,8 @@ impl Handler for Proxy {
         let (parts, body) = req.into_parts();
         match self.read_body(&parts.headers, body).await {
             Ok(body) => {
-                let response = self.answer(Request::from_parts(parts, body)).await;
-                Box::pin(self.read_response(response)).await
+                self.answer(Request::from_parts(parts, body), Delivery::Whole)
+                    .await
             }
             Err(error) => self.reject(Some(&parts.method), &error),
         }
@@ -563,7 +571,11 @@ impl Handler for Proxy {
 impl Proxy {
     /// Routes a request whose body was read whole and returns the cell's response,
     /// or the router's own answer.
-    pub(crate) async fn answer(&self, req: Request<Bytes>) -> Response<ProxyBody> {
+    pub(crate) async fn answer(
+        &self,
+        req: Request<Bytes>,
+        delivery: Delivery,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let _in_flight = InFlight::enter(&self.metrics.in_flight);
         let method = req.method().clone();
@@ -584,14 +596,19 @@ impl Proxy {
                 let outcome = self.route_and_forward(&table, req, slot, shard).await;
                 let served_by = outcome.target.map_or(shard, |(cell, _)| cell);
                 let upstream = &table.upstreams[served_by];
-                let mut response = match outcome.result {
-                    Ok(response) => {
-                        let (mut parts, body) = response.into_parts();
-                        strip_hop_by_hop(&mut parts.headers);
-                        Response::from_parts(parts, Either::Left(body))
+                let result = outcome.result.map(|response| {
+                    let (mut parts, body) = response.into_parts();
+                    strip_hop_by_hop(&mut parts.headers);
+                    Response::from_parts(parts, Either::Left(body))
+                });
+                let result = match result {
+                    // Boxed: only HTTP/2 clients' answers take this path.
+                    Ok(response) if delivery == Delivery::Whole => {
+                        Box::pin(self.read_whole(response, upstream)).await
                     }
-                    Err(error) => self.error_response(&error),
+                    result => result,
                 };
+                let mut response = result.unwrap_or_else(|error| self.error_response(&error));
                 let headers = response.headers_mut();
                 headers.insert(X_LDC_CELL.clone(), upstream.id.clone());
                 headers.insert(X_LDC_SLOT.clone(), HeaderValue::from(slot));
