@@ -44,7 +44,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     upstream_errors: IntCounterVec,
-    /// Requests sent a second time: after a connect failure, after a 421.
+    /// Requests sent a second time, by [`Retry`].
     retries: [IntCounter; 3],
     pub in_flight: IntGauge,
 }

@@ -28,20 +28,6 @@ use crate::metrics::{CellMetrics, Metrics, NO_CELL, Retry, UpstreamError};
 pub static X_LDC_CELL: HeaderName = HeaderName::from_static("x-ldc-cell");
 pub static X_LDC_SLOT: HeaderName = HeaderName::from_static("x-ldc-slot");
 pub static X_LDC_EPOCH: HeaderName = HeaderName::from_static("x-ldc-epoch");
-/// Largest response body read whole for an HTTP/2 client (see `Delivery`); the
-/// cells' answers are smaller.
-const READ_WHOLE: u64 = 64 << 10;
-
-/// How a cell's response body reaches the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Delivery {
-    /// As it comes: the HTTP/1.1 front bounds each wait for its client.
-    Streamed,
-    /// Read whole first when small (see [`READ_WHOLE`]): an HTTP/2 client takes a
-    /// response as slowly as its flow control lets it, and the cell's stream stays
-    /// taken until its body is read.
-    Whole,
-}
 static X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
 
 /// Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
@@ -60,6 +46,21 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 /// connection.
 type CellBody = Either<RecvBody, Incoming>;
 pub(crate) type ProxyBody = Either<CellBody, Full<Bytes>>;
+
+/// Largest response body read whole for an HTTP/2 client (see `Delivery`); the
+/// cells' answers are smaller.
+const READ_WHOLE: u64 = 64 << 10;
+
+/// How a cell's response body reaches the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// As it comes: the HTTP/1.1 front bounds each wait for its client.
+    Streamed,
+    /// Read whole first when small (see [`READ_WHOLE`]): an HTTP/2 client takes a
+    /// response as slowly as its flow control lets it, and the cell's stream stays
+    /// taken until its body is read.
+    Whole,
+}
 
 /// What the router needs per cell, built once per topology.
 struct Upstream {
