@@ -313,7 +313,7 @@ async fn run(
         done.push(Done { step, outcome });
     }
     tokio::time::sleep(args.duration.saturating_sub(plan.started.elapsed())).await;
-    let duration_ms = plan.started.elapsed().as_millis() as u64;
+    let duration_ms = plan.elapsed_ms();
     plan.stop.store(true, Ordering::Relaxed);
     progress(&plan, args.duration, done.len());
 
@@ -457,7 +457,7 @@ async fn monitor(
     let mut last: Vec<Option<(Option<usize>, Option<u64>)>> = vec![None; shards.len()];
     loop {
         if let Ok(reply) = client.get(&url).await {
-            let at_ms = plan.started.elapsed().as_millis() as u64;
+            let at_ms = plan.elapsed_ms();
             for (shard, view) in served(&reply.json(), &shards).into_iter().enumerate() {
                 if last[shard] != Some(view) {
                     last[shard] = Some(view);

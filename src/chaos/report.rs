@@ -189,13 +189,15 @@ pub fn blast_radius(failures: &[Failure], intervals: &[Vec<(u64, u64)>]) -> (u64
     let mut faulted = 0;
     let mut elsewhere = Vec::new();
     for failure in failures {
-        // An answer is recorded when it arrives; the request may have left up to a
-        // request timeout earlier, so intervals are widened by a second at the end.
+        // A failure is the disruption's when its request was in flight during
+        // it: it may have left a request timeout (or two, with a retry) before
+        // its answer. The timeline is the router's view, polled: intervals get a
+        // second of slack at the end for that.
         let inside = [Some(failure.shard), failure.global_zone]
             .into_iter()
             .flatten()
             .flat_map(|shard| &intervals[shard])
-            .any(|&(from, to)| failure.at_ms >= from && failure.at_ms <= to + 1_000);
+            .any(|&(from, to)| failure.at_ms >= from && failure.sent_ms <= to + 1_000);
         if inside {
             faulted += 1;
         } else {
@@ -268,6 +270,7 @@ mod tests {
         ];
         let intervals = disrupted(3, &timeline, &[(990, 1)], 10_000);
         let failure = |at_ms, shard| Failure {
+            sent_ms: at_ms,
             at_ms,
             shard,
             global_zone: None,
@@ -285,10 +288,15 @@ mod tests {
             failure(2_000, 0),
             waited_for(2_000, 0),
             waited_for(8_000, 0),
+            // Sent while shard 1 was elsewhere, answered (a timeout) well after.
+            Failure {
+                sent_ms: 2_900,
+                ..failure(4_500, 1)
+            },
         ];
         let (faulted, elsewhere) = blast_radius(&failures, &intervals);
         assert_eq!(
-            faulted, 3,
+            faulted, 4,
             "a stock_unavailable while the global zone moved"
         );
         let elsewhere: Vec<_> = elsewhere.iter().map(|f| (f.at_ms, f.shard)).collect();

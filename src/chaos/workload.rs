@@ -48,9 +48,18 @@ pub struct Plan {
     pub sent: AtomicU64,
 }
 
+impl Plan {
+    /// Milliseconds since the run started.
+    pub fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
 /// One answer as the blast-radius report needs it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
+    /// When the request left, and when its answer (or its failure) came.
+    pub sent_ms: u64,
     pub at_ms: u64,
     /// The user's shard.
     pub shard: usize,
@@ -106,8 +115,9 @@ pub async fn work(
         let roll = rng.below(100);
         if roll < 15 {
             let url = format!("{}/v1/users/{}/balance", plan.router, user.id);
+            let sent_ms = plan.elapsed_ms();
             let reply = send(&client, &plan, Method::GET, &url, Bytes::new()).await;
-            tally(&mut record, &plan, user.shard, reply.as_ref());
+            tally(&mut record, &plan, user.shard, sent_ms, reply.as_ref());
             continue;
         }
         if roll < 25 && !sent.is_empty() {
@@ -192,8 +202,9 @@ async fn until_definitive(
     record: &mut Record,
 ) -> Option<Reply> {
     loop {
+        let sent_ms = plan.elapsed_ms();
         let reply = send(client, plan, Method::POST, url, body.clone()).await;
-        tally(record, plan, shard, reply.as_ref());
+        tally(record, plan, shard, sent_ms, reply.as_ref());
         if let Some(reply) = reply.filter(|r| (200..500).contains(&r.status) && r.status != 408) {
             return Some(reply);
         }
@@ -261,7 +272,7 @@ async fn send(
 }
 
 /// Counts an answer by outcome, and remembers failures for the blast radius.
-fn tally(record: &mut Record, plan: &Plan, shard: usize, reply: Option<&Reply>) {
+fn tally(record: &mut Record, plan: &Plan, shard: usize, sent_ms: u64, reply: Option<&Reply>) {
     let mut code = String::new();
     let outcome = match reply {
         None => "none".to_owned(),
@@ -276,7 +287,8 @@ fn tally(record: &mut Record, plan: &Plan, shard: usize, reply: Option<&Reply>) 
     };
     if reply.is_none_or(|r| r.status >= 500) {
         record.failures.push(Failure {
-            at_ms: plan.started.elapsed().as_millis() as u64,
+            sent_ms,
+            at_ms: plan.elapsed_ms(),
             shard,
             global_zone: plan.global_zone.filter(|_| code == "stock_unavailable"),
             outcome: outcome.clone(),
