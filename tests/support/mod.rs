@@ -213,6 +213,26 @@ impl Cluster {
     /// The next line of `ldc up`'s report that contains `needle`; records the
     /// addresses of every process started or restarted on the way.
     pub async fn next_event_matching(&mut self, needle: &str) -> String {
+        self.next_event(&format!("{needle:?}"), |line| line.contains(needle))
+            .await
+    }
+
+    /// Waits until `ldc up` reported a line containing each of `needles`, in any
+    /// order: children restarted together are reported as each becomes ready.
+    pub async fn events_matching(&mut self, needles: &[&str]) {
+        let mut pending = needles.to_vec();
+        while !pending.is_empty() {
+            let line = self
+                .next_event(&format!("{pending:?}"), |line| {
+                    pending.iter().any(|needle| line.contains(needle))
+                })
+                .await;
+            pending.retain(|needle| !line.contains(needle));
+        }
+    }
+
+    /// The next line of `ldc up`'s report that `matches`, `what` describing it.
+    async fn next_event(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
         let wait = async {
             loop {
                 let line = self
@@ -220,16 +240,16 @@ impl Cluster {
                     .next_line()
                     .await
                     .expect("read ldc up output")
-                    .unwrap_or_else(|| panic!("ldc up ended before {needle:?}"));
+                    .unwrap_or_else(|| panic!("ldc up ended before {what}"));
                 self.record(&line);
-                if line.contains(needle) {
+                if matches(&line) {
                     return line;
                 }
             }
         };
         match tokio::time::timeout(EVENT_TIMEOUT, wait).await {
             Ok(line) => line,
-            Err(_) => panic!("no {needle:?} from ldc up within {EVENT_TIMEOUT:?}"),
+            Err(_) => panic!("no {what} from ldc up within {EVENT_TIMEOUT:?}"),
         }
     }
 
