@@ -67,6 +67,7 @@ async fn fake_admin(shards: serde_json::Value) -> (SocketAddr, Arc<FakeAdmin>) {
 fn settings() -> ServeSettings {
     ServeSettings {
         header_read_timeout: Duration::from_secs(5),
+        http2_idle_timeout: Duration::from_secs(60),
         drain_timeout: Duration::from_secs(5),
         max_connections: 100,
     }
@@ -947,4 +948,93 @@ async fn an_http2_client_that_reads_nothing_does_not_hold_the_cells_streams() {
         .await
         .expect("router answers");
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json());
+}
+
+/// Serves `handler` on a free port with an HTTP/2 idle timeout of `idle` and a
+/// drain timeout of a second.
+async fn serve_idle<H: Handler>(handler: H, idle: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let settings = ServeSettings {
+        http2_idle_timeout: idle,
+        drain_timeout: Duration::from_secs(1),
+        ..settings()
+    };
+    tokio::spawn(serve(
+        listener,
+        Arc::new(handler),
+        settings,
+        std::future::pending(),
+    ));
+    addr
+}
+
+/// An HTTP/2 connection to `addr`, and its task, which ends when it closes.
+async fn connect_h2(
+    addr: SocketAddr,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (client, conn) = h2::client::handshake(stream).await.expect("handshake");
+    (client, tokio::spawn(conn))
+}
+
+/// One GET over `client`'s connection; its status.
+async fn get_h2(client: &h2::client::SendRequest<bytes::Bytes>, addr: SocketAddr) -> StatusCode {
+    let request = Request::get(format!("http://{addr}/v1/users/u/whoami"))
+        .body(())
+        .expect("request");
+    let (response, _) = client
+        .clone()
+        .ready()
+        .await
+        .expect("the connection takes a stream")
+        .send_request(request, true)
+        .expect("send");
+    response.await.expect("response").status()
+}
+
+/// An HTTP/2 connection lives as long as its client keeps talking; once the
+/// client goes quiet it is closed, without cutting a request in flight, and one
+/// that sent only the preface does not keep a connection of the listener.
+#[tokio::test]
+async fn quiet_http2_clients_are_closed_and_their_requests_in_flight_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let idle = Duration::from_millis(200);
+    let addr = serve_idle(NamedCell("c1"), idle).await;
+    let (client, connection) = connect_h2(addr).await;
+    // Busy for 5 idle periods: one connection throughout.
+    let started = Instant::now();
+    while started.elapsed() < idle * 5 {
+        assert_eq!(get_h2(&client, addr).await, StatusCode::OK);
+    }
+    // Then quiet (the client still holds the connection): the server closes it.
+    tokio::time::timeout(Duration::from_secs(3), connection)
+        .await
+        .expect("a quiet connection is closed within 3 s")
+        .expect("connection task")
+        .expect("closed without an error");
+    drop(client);
+
+    // Quiet while the cell takes 4 idle periods to answer: the answer comes.
+    let slow = SlowCell {
+        delay: idle * 4,
+        arrived: Arc::new(Notify::new()),
+    };
+    let slow_addr = serve_idle(slow, idle).await;
+    let (client, _) = connect_h2(slow_addr).await;
+    assert_eq!(get_h2(&client, slow_addr).await, StatusCode::OK);
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut reply))
+        .await
+        .expect("a client that sent only the preface is closed within 3 s")
+        .expect("read");
 }

@@ -83,6 +83,10 @@ pub struct Timeouts {
     /// Time a client gets to send a request's headers, on every listener.
     #[serde(default = "defaults::header_read_timeout_ms")]
     pub header_read_timeout_ms: u64,
+    /// An HTTP/2 connection whose client sent nothing for this long is asked to
+    /// close (requests in flight finish), on every listener.
+    #[serde(default = "defaults::http2_idle_timeout_ms")]
+    pub http2_idle_timeout_ms: u64,
     /// Router: from receiving a request to the cell's response headers.
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
@@ -102,6 +106,7 @@ impl Default for Timeouts {
         Self {
             connect_timeout_ms: defaults::connect_timeout_ms(),
             header_read_timeout_ms: defaults::header_read_timeout_ms(),
+            http2_idle_timeout_ms: defaults::http2_idle_timeout_ms(),
             request_timeout_ms: defaults::request_timeout_ms(),
             drain_timeout_ms: defaults::drain_timeout_ms(),
             pool_idle_timeout_ms: defaults::pool_idle_timeout_ms(),
@@ -441,6 +446,9 @@ mod defaults {
     }
     pub fn header_read_timeout_ms() -> u64 {
         5_000
+    }
+    pub fn http2_idle_timeout_ms() -> u64 {
+        60_000
     }
     pub fn request_timeout_ms() -> u64 {
         10_000

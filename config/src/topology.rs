@@ -394,6 +394,7 @@ impl Checker {
         let settings = [
             ("timeouts.connect_timeout_ms", t.connect_timeout_ms),
             ("timeouts.header_read_timeout_ms", t.header_read_timeout_ms),
+            ("timeouts.http2_idle_timeout_ms", t.http2_idle_timeout_ms),
             ("timeouts.request_timeout_ms", t.request_timeout_ms),
             ("timeouts.drain_timeout_ms", t.drain_timeout_ms),
             ("timeouts.pool_idle_timeout_ms", t.pool_idle_timeout_ms),

@@ -4,6 +4,7 @@
 
 mod admin;
 mod coalesce;
+mod idle;
 mod phase;
 mod preface;
 mod reply;

@@ -3,6 +3,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -42,6 +44,7 @@ pub async fn opening(mut stream: TcpStream, timeout: Duration) -> Option<Opening
         Opening::Http2(AfterPreface {
             replayed: 0,
             stream,
+            heard: Arc::default(),
         })
     } else {
         Opening::Http1(stream)
@@ -49,11 +52,20 @@ pub async fn opening(mut stream: TcpStream, timeout: Duration) -> Option<Opening
 }
 
 /// A connection whose preface was read by [`opening`]: reads give the preface
-/// again, then what follows it.
+/// again, then what follows it. Counts the reads that brought something, for
+/// the idle check of [`crate::idle`].
 #[derive(Debug)]
 pub struct AfterPreface {
     replayed: usize,
     stream: TcpStream,
+    heard: Arc<AtomicU64>,
+}
+
+impl AfterPreface {
+    /// Grows each time a read brings bytes from the client.
+    pub fn heard(&self) -> Arc<AtomicU64> {
+        self.heard.clone()
+    }
 }
 
 impl AsyncRead for AfterPreface {
@@ -65,7 +77,12 @@ impl AsyncRead for AfterPreface {
         let this = self.get_mut();
         let rest = &PREFACE[this.replayed..];
         if rest.is_empty() {
-            return Pin::new(&mut this.stream).poll_read(cx, buf);
+            let before = buf.filled().len();
+            let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+            if buf.filled().len() > before {
+                this.heard.fetch_add(1, Ordering::Relaxed);
+            }
+            return read;
         }
         let n = rest.len().min(buf.remaining());
         buf.put_slice(&rest[..n]);

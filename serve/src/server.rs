@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::Coalesce;
+use crate::idle::serve_until_quiet;
 use crate::preface::{Opening, opening};
 
 /// Streams a multiplexed HTTP/2 connection may have open at once (the router
@@ -60,6 +61,8 @@ pub struct Http1Connection {
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
     pub header_read_timeout: Duration,
+    /// An HTTP/2 connection whose client sent nothing for this long is closed.
+    pub http2_idle_timeout: Duration,
     pub drain_timeout: Duration,
     pub max_connections: usize,
 }
@@ -68,6 +71,7 @@ impl ServeSettings {
     pub fn from_deploy(deploy: &ldc_topology::Deploy) -> Self {
         Self {
             header_read_timeout: Duration::from_millis(deploy.timeouts.header_read_timeout_ms),
+            http2_idle_timeout: Duration::from_millis(deploy.timeouts.http2_idle_timeout_ms),
             drain_timeout: Duration::from_millis(deploy.timeouts.drain_timeout_ms),
             max_connections: deploy.limits.max_connections as usize,
         }
@@ -133,7 +137,11 @@ pub async fn serve<H: Handler>(
         });
         let (http1, http2) = (http1.clone(), http2.clone());
         let watcher = graceful.watcher();
-        let header_read_timeout = settings.header_read_timeout;
+        let (header_read_timeout, http2_idle_timeout, drain_timeout) = (
+            settings.header_read_timeout,
+            settings.http2_idle_timeout,
+            settings.drain_timeout,
+        );
         let closing = closing.subscribe();
         tokio::spawn(async move {
             let Some(opening) = opening(stream, header_read_timeout).await else {
@@ -142,11 +150,20 @@ pub async fn serve<H: Handler>(
             };
             let ended = match opening {
                 Opening::Http2(stream) => {
+                    let heard = stream.heard();
                     let conn = http2.serve_connection(TokioIo::new(stream), service);
+                    let served = serve_until_quiet(
+                        conn,
+                        |conn| conn.graceful_shutdown(),
+                        &heard,
+                        http2_idle_timeout,
+                        drain_timeout,
+                        closing,
+                    );
                     // Many streams share an HTTP/2 connection: their responses go
                     // out together. HTTP/1.1 carries one at a time, so deferring
                     // would only cost.
-                    Coalesce::new(watcher.watch(conn)).await
+                    Coalesce::new(served).await
                 }
                 Opening::Http1(stream) => {
                     let conn = Http1Connection {
