@@ -95,6 +95,11 @@ fn bad_deploy_files_exit_64_naming_the_file_and_key() {
             "takeover.lease_ms",
         ),
         (
+            "idle.toml",
+            "[timeouts]\nhttp2_idle_timeout_ms = 5000\n[[regions]]\nid = \"r\"\n[[cells]]\nid = \"a\"\nregion = \"r\"\nlisten = \"127.0.0.1:1\"\nadmin = \"127.0.0.1:2\"\n",
+            "timeouts.http2_idle_timeout_ms",
+        ),
+        (
             "commit.toml",
             "[ledger]\ncommit = \"one_pc\"\n[[regions]]\nid = \"r\"\n[[cells]]\nid = \"a\"\nregion = \"r\"\nlisten = \"127.0.0.1:1\"\nadmin = \"127.0.0.1:2\"\n",
             "ledger.commit",

@@ -951,13 +951,13 @@ async fn an_http2_client_that_reads_nothing_does_not_hold_the_cells_streams() {
 }
 
 /// Serves `handler` on a free port with an HTTP/2 idle timeout of `idle` and a
-/// drain timeout of a second.
+/// drain timeout of 2 s.
 async fn serve_idle<H: Handler>(handler: H, idle: Duration) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let settings = ServeSettings {
         http2_idle_timeout: idle,
-        drain_timeout: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(2),
         ..settings()
     };
     tokio::spawn(serve(
@@ -1002,7 +1002,7 @@ async fn get_h2(client: &h2::client::SendRequest<bytes::Bytes>, addr: SocketAddr
 #[tokio::test]
 async fn quiet_http2_clients_are_closed_and_their_requests_in_flight_answered() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let idle = Duration::from_millis(200);
+    let idle = Duration::from_millis(400);
     let addr = serve_idle(NamedCell("c1"), idle).await;
     let (client, connection) = connect_h2(addr).await;
     // Busy for 5 idle periods: one connection throughout.
@@ -1011,21 +1011,28 @@ async fn quiet_http2_clients_are_closed_and_their_requests_in_flight_answered() 
         assert_eq!(get_h2(&client, addr).await, StatusCode::OK);
     }
     // Then quiet (the client still holds the connection): the server closes it.
-    tokio::time::timeout(Duration::from_secs(3), connection)
+    tokio::time::timeout(Duration::from_secs(5), connection)
         .await
-        .expect("a quiet connection is closed within 3 s")
+        .expect("a quiet connection is closed within 5 s")
         .expect("connection task")
         .expect("closed without an error");
     drop(client);
 
-    // Quiet while the cell takes 4 idle periods to answer: the answer comes.
+    // Quiet while the cell takes 4 idle periods to answer: the answer comes, and
+    // then the connection closes.
     let slow = SlowCell {
         delay: idle * 4,
         arrived: Arc::new(Notify::new()),
     };
     let slow_addr = serve_idle(slow, idle).await;
-    let (client, _) = connect_h2(slow_addr).await;
+    let (client, connection) = connect_h2(slow_addr).await;
     assert_eq!(get_h2(&client, slow_addr).await, StatusCode::OK);
+    tokio::time::timeout(Duration::from_secs(1), connection)
+        .await
+        .expect("asked to close while quiet, the connection closes once answered")
+        .expect("connection task")
+        .expect("closed without an error");
+    drop(client);
 
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream
@@ -1033,8 +1040,8 @@ async fn quiet_http2_clients_are_closed_and_their_requests_in_flight_answered() 
         .await
         .expect("preface");
     let mut reply = Vec::new();
-    tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut reply))
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply))
         .await
-        .expect("a client that sent only the preface is closed within 3 s")
+        .expect("a client that sent only the preface is closed within 5 s")
         .expect("read");
 }

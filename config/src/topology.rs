@@ -15,6 +15,8 @@ use crate::placement::Placement;
 pub const MAX_SLOTS: u32 = 65_536;
 /// Cap on `ledger.batch_wait_us`: a second of waiting is a stall, not a batch.
 const MAX_BATCH_WAIT_US: u64 = 1_000_000;
+/// Twice the interval of a router's pings to its cells' HTTP/2 connections.
+const MIN_HTTP2_IDLE_TIMEOUT_MS: u64 = 10_000;
 /// Cap on money amounts, prices and stock: keeps every sum of a few of them far from
 /// `i64::MAX`.
 pub const MAX_MONEY: u64 = 1_000_000_000_000_000;
@@ -394,7 +396,6 @@ impl Checker {
         let settings = [
             ("timeouts.connect_timeout_ms", t.connect_timeout_ms),
             ("timeouts.header_read_timeout_ms", t.header_read_timeout_ms),
-            ("timeouts.http2_idle_timeout_ms", t.http2_idle_timeout_ms),
             ("timeouts.request_timeout_ms", t.request_timeout_ms),
             ("timeouts.drain_timeout_ms", t.drain_timeout_ms),
             ("timeouts.pool_idle_timeout_ms", t.pool_idle_timeout_ms),
@@ -432,6 +433,15 @@ impl Checker {
             if value == 0 {
                 self.problem(key, "must be greater than 0");
             }
+        }
+        if d.timeouts.http2_idle_timeout_ms < MIN_HTTP2_IDLE_TIMEOUT_MS {
+            self.problem(
+                "timeouts.http2_idle_timeout_ms",
+                format!(
+                    "at least {MIN_HTTP2_IDLE_TIMEOUT_MS}, twice the interval of the router's pings to cells, so that an idle router's connections are not closed between pings (got {})",
+                    d.timeouts.http2_idle_timeout_ms
+                ),
+            );
         }
         if d.takeover.lease_ms < d.takeover.poll_ms.saturating_mul(3) {
             self.problem(

@@ -44,7 +44,7 @@ pub async fn opening(mut stream: TcpStream, timeout: Duration) -> Option<Opening
         Opening::Http2(AfterPreface {
             replayed: 0,
             stream,
-            heard: Arc::default(),
+            moved: Arc::default(),
         })
     } else {
         Opening::Http1(stream)
@@ -52,19 +52,32 @@ pub async fn opening(mut stream: TcpStream, timeout: Duration) -> Option<Opening
 }
 
 /// A connection whose preface was read by [`opening`]: reads give the preface
-/// again, then what follows it. Counts the reads that brought something, for
-/// the idle check of [`crate::idle`].
+/// again, then what follows it. Counts the reads and writes that moved bytes,
+/// for the idle check of [`crate::idle`].
 #[derive(Debug)]
 pub struct AfterPreface {
     replayed: usize,
     stream: TcpStream,
-    heard: Arc<AtomicU64>,
+    moved: Arc<AtomicU64>,
 }
 
 impl AfterPreface {
-    /// Grows each time a read brings bytes from the client.
-    pub fn heard(&self) -> Arc<AtomicU64> {
-        self.heard.clone()
+    /// Grows each time a read or a write moves bytes.
+    pub fn moved(&self) -> Arc<AtomicU64> {
+        self.moved.clone()
+    }
+
+    fn count<T>(
+        &self,
+        outcome: Poll<io::Result<T>>,
+        bytes: impl Fn(&T) -> bool,
+    ) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Ok(n)) = &outcome
+            && bytes(n)
+        {
+            self.moved.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
     }
 }
 
@@ -79,10 +92,8 @@ impl AsyncRead for AfterPreface {
         if rest.is_empty() {
             let before = buf.filled().len();
             let read = Pin::new(&mut this.stream).poll_read(cx, buf);
-            if buf.filled().len() > before {
-                this.heard.fetch_add(1, Ordering::Relaxed);
-            }
-            return read;
+            let grew = buf.filled().len() > before;
+            return this.count(read, |()| grew);
         }
         let n = rest.len().min(buf.remaining());
         buf.put_slice(&rest[..n]);
@@ -97,7 +108,9 @@ impl AsyncWrite for AfterPreface {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.count(written, |n| *n > 0)
     }
 
     fn poll_write_vectored(
@@ -105,7 +118,9 @@ impl AsyncWrite for AfterPreface {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.count(written, |n| *n > 0)
     }
 
     fn is_write_vectored(&self) -> bool {

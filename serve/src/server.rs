@@ -1,5 +1,6 @@
 //! The accept loop: HTTP/1.1 and HTTP/2 on one listener, a bound on open
-//! connections, a header-read timeout, and a graceful drain with a deadline.
+//! connections, a header-read timeout, an idle timeout for HTTP/2 connections,
+//! and a graceful drain with a deadline.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -61,7 +62,7 @@ pub struct Http1Connection {
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
     pub header_read_timeout: Duration,
-    /// An HTTP/2 connection whose client sent nothing for this long is closed.
+    /// An HTTP/2 connection that moved no bytes for this long is asked to close.
     pub http2_idle_timeout: Duration,
     pub drain_timeout: Duration,
     pub max_connections: usize,
@@ -101,7 +102,8 @@ pub async fn serve<H: Handler>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     let graceful = GracefulShutdown::new();
-    // The drain signal of connections served by the handler's own server.
+    // The drain signal of HTTP/2 connections and of those served by the
+    // handler's own server.
     let (closing, _) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(settings.max_connections));
     tokio::pin!(shutdown);
@@ -150,12 +152,12 @@ pub async fn serve<H: Handler>(
             };
             let ended = match opening {
                 Opening::Http2(stream) => {
-                    let heard = stream.heard();
+                    let moved = stream.moved();
                     let conn = http2.serve_connection(TokioIo::new(stream), service);
                     let served = serve_until_quiet(
                         conn,
                         |conn| conn.graceful_shutdown(),
-                        &heard,
+                        &moved,
                         http2_idle_timeout,
                         drain_timeout,
                         closing,
