@@ -981,6 +981,20 @@ async fn connect_h2(
     (client, tokio::spawn(conn))
 }
 
+/// Waits for the task of an HTTP/2 connection (`what`) to end cleanly: the
+/// server closed it within `limit`.
+async fn closes_within(
+    connection: tokio::task::JoinHandle<Result<(), h2::Error>>,
+    limit: Duration,
+    what: &str,
+) {
+    tokio::time::timeout(limit, connection)
+        .await
+        .unwrap_or_else(|_| panic!("{what} is not closed within {limit:?}"))
+        .expect("connection task")
+        .unwrap_or_else(|err| panic!("{what} closed with an error: {err}"));
+}
+
 /// One GET over `client`'s connection; its status.
 async fn get_h2(client: &h2::client::SendRequest<bytes::Bytes>, addr: SocketAddr) -> StatusCode {
     let request = Request::get(format!("http://{addr}/v1/users/u/whoami"))
@@ -1011,11 +1025,7 @@ async fn quiet_http2_clients_are_closed_and_their_requests_in_flight_answered() 
         assert_eq!(get_h2(&client, addr).await, StatusCode::OK);
     }
     // Then quiet (the client still holds the connection): the server closes it.
-    tokio::time::timeout(Duration::from_secs(5), connection)
-        .await
-        .expect("a quiet connection is closed within 5 s")
-        .expect("connection task")
-        .expect("closed without an error");
+    closes_within(connection, Duration::from_secs(5), "a quiet connection").await;
     drop(client);
 
     // Quiet while the cell takes 4 idle periods to answer: the answer comes, and
@@ -1027,11 +1037,12 @@ async fn quiet_http2_clients_are_closed_and_their_requests_in_flight_answered() 
     let slow_addr = serve_idle(slow, idle).await;
     let (client, connection) = connect_h2(slow_addr).await;
     assert_eq!(get_h2(&client, slow_addr).await, StatusCode::OK);
-    tokio::time::timeout(Duration::from_secs(1), connection)
-        .await
-        .expect("asked to close while quiet, the connection closes once answered")
-        .expect("connection task")
-        .expect("closed without an error");
+    closes_within(
+        connection,
+        Duration::from_secs(1),
+        "once answered, a connection asked to close while quiet",
+    )
+    .await;
     drop(client);
 
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
