@@ -2,6 +2,8 @@
 //! and orders. Writes go through the group committer; reads use store snapshots.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -14,7 +16,7 @@ use hyper::body::Incoming;
 use ldc_serve::{Body, Handler, json, json_bytes};
 use ldc_topology::{MAX_MONEY, Topology, is_valid_user_id, split_user_path};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json as value;
 
 use arc_swap::ArcSwap;
@@ -392,45 +394,53 @@ impl<S: Store + 'static> Cell<S> {
         })
     }
 
-    async fn body<T: for<'de> Deserialize<'de>>(
+    /// The request's JSON body. The future holds the body stream only, not the
+    /// whole request.
+    fn body<T: for<'de> Deserialize<'de>>(
         &self,
         req: Request<Incoming>,
-    ) -> Result<T, CellError> {
+    ) -> impl Future<Output = Result<T, CellError>> + Send + 'static {
         let max = self.limits.max_body_bytes;
         let declared = req
             .headers()
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > max) {
-            return Err(CellError::BodyTooLarge(max));
-        }
-        let mut body = Limited::new(req.into_body(), max as usize);
-        let unreadable = |err: Box<dyn std::error::Error + Send + Sync>| {
-            if err.is::<LengthLimitError>() {
-                CellError::BodyTooLarge(max)
-            } else {
-                CellError::InvalidBody {
-                    field: None,
-                    message: format!("cannot read the body: {err}"),
-                }
+        let body = req.into_body();
+        async move {
+            if declared.is_some_and(|len| len > max) {
+                return Err(CellError::BodyTooLarge(max));
             }
-        };
-        // Most bodies arrive in one frame: take it as it is.
-        let first = match body.frame().await {
-            Some(frame) => frame.map_err(unreadable)?.into_data().unwrap_or_default(),
-            None => Bytes::new(),
-        };
-        let bytes = if body.is_end_stream() {
-            first
-        } else {
-            let rest = body.collect().await.map_err(unreadable)?.to_bytes();
-            [first, rest].concat().into()
-        };
-        serde_json::from_slice(&bytes).map_err(|err| CellError::InvalidBody {
-            field: None,
-            message: format!("invalid JSON body: {err}"),
-        })
+            let mut body = Limited::new(body, max as usize);
+            let unreadable = |err: Box<dyn std::error::Error + Send + Sync>| {
+                if err.is::<LengthLimitError>() {
+                    CellError::BodyTooLarge(max)
+                } else {
+                    CellError::InvalidBody {
+                        field: None,
+                        message: format!("cannot read the body: {err}"),
+                    }
+                }
+            };
+            // Most bodies arrive in one frame: take it as it is.
+            let first = match body.frame().await {
+                Some(frame) => frame.map_err(unreadable)?.into_data().unwrap_or_default(),
+                None => Bytes::new(),
+            };
+            let bytes = if body.is_end_stream() {
+                first
+            } else {
+                let rest = Box::pin(body.collect())
+                    .await
+                    .map_err(unreadable)?
+                    .to_bytes();
+                [first, rest].concat().into()
+            };
+            serde_json::from_slice(&bytes).map_err(|err| CellError::InvalidBody {
+                field: None,
+                message: format!("invalid JSON body: {err}"),
+            })
+        }
     }
 
     async fn submit(
@@ -443,26 +453,55 @@ impl<S: Store + 'static> Cell<S> {
         }
     }
 
-    async fn serve(&self, req: Request<Incoming>) -> Result<Response<Body>, CellError> {
-        if req.uri().path().starts_with("/v1/gz/") {
-            return self.global_zone(req).await;
+    /// Answers at once what needs no waiting (whoami, items, requests for another
+    /// cell or with a bad path); every other route runs in one boxed future. hyper
+    /// spawns a task per HTTP/2 stream and moves the future a few times on the way,
+    /// so its size is paid per request: in the box, the rare routes' large states
+    /// cost only the requests that take them.
+    fn route(&self, req: Request<Incoming>) -> Routed<'_> {
+        let path = req.uri().path();
+        if path.starts_with("/v1/gz/") {
+            return Routed::Later(Box::pin(self.global_zone(req)));
         }
-        if let Some(item_id) = req.uri().path().strip_prefix("/v1/items/") {
-            if req.method() != Method::GET {
-                return Err(CellError::MethodNotAllowed {
+        if let Some(item_id) = path.strip_prefix("/v1/items/") {
+            return Routed::Now(if req.method() == Method::GET {
+                self.item(item_id)
+            } else {
+                Err(CellError::MethodNotAllowed {
                     method: req.method().to_string(),
                     allow: "GET",
-                });
-            }
-            return self.item(item_id);
+                })
+            });
         }
-        let (user, rest) = Self::user(&req)?;
-        let (slot, shard) = self.holder(user)?;
+        let found = Self::user(&req).and_then(|(user, rest)| Ok((user, rest, self.holder(user)?)));
+        let (user, rest, (slot, shard)) = match found {
+            Ok(found) => found,
+            Err(error) => return Routed::Now(Err(error)),
+        };
+        if rest == "/whoami" && req.method() == Method::GET {
+            return Routed::Now(Ok(self.whoami(user, slot, &shard)));
+        }
         let user = user.to_owned();
+        let rest_len = rest.len();
+        Routed::Later(Box::pin(self.serve_user(req, user, rest_len, slot, shard)))
+    }
+
+    /// The routes under `/v1/users/{user_id}` that wait (for the body or the
+    /// ledger): `user`'s, in `shard`; the route is the last `rest_len` bytes of the
+    /// path. `route` answers `GET /whoami` itself.
+    async fn serve_user(
+        &self,
+        req: Request<Incoming>,
+        user: String,
+        rest_len: usize,
+        slot: u32,
+        shard: Arc<Shard<S>>,
+    ) -> Result<Response<Body>, CellError> {
+        let path = req.uri().path();
+        let rest = path[path.len() - rest_len..].to_owned();
         let method = req.method().clone();
         let query = req.uri().query().map(str::to_owned);
-        match (method, rest) {
-            (Method::GET, "/whoami") => Ok(self.whoami(&user, slot, &shard)),
+        match (method, rest.as_str()) {
             (Method::GET, "/balance") => {
                 let mut snapshot = shard.store.snapshot().await?;
                 let balance = ledger::balance(&mut snapshot, slot, &user).await?;
@@ -743,14 +782,14 @@ impl<S: Store + 'static> Cell<S> {
         let me = &topology.cells()[self.index];
         json(
             StatusCode::OK,
-            &value!({
-                "cell": me.id,
-                "region": me.region,
-                "shard": topology.cells()[shard.cell].id,
-                "user_id": user,
-                "slot": slot,
-                "epoch": shard.epoch,
-            }),
+            &Whoami {
+                cell: &me.id,
+                epoch: shard.epoch,
+                region: &me.region,
+                shard: &topology.cells()[shard.cell].id,
+                slot,
+                user_id: user,
+            },
         )
     }
 
@@ -990,16 +1029,38 @@ fn allowed(path: &str) -> Option<&'static str> {
     }
 }
 
+/// The answer to `GET /v1/users/{user_id}/whoami`: a struct rather than a
+/// `serde_json::Value`, which would build a map per request on the hot path.
+#[derive(Serialize)]
+struct Whoami<'a> {
+    cell: &'a str,
+    epoch: u64,
+    region: &'a str,
+    shard: &'a str,
+    slot: u32,
+    user_id: &'a str,
+}
+
+/// A request as [`Cell::route`] left it: answered, or a future that will answer.
+enum Routed<'a> {
+    Now(Result<Response<Body>, CellError>),
+    Later(Pin<Box<dyn Future<Output = Result<Response<Body>, CellError>> + Send + 'a>>),
+}
+
 impl<S: Store> Handler for Cell<S> {
     type Body = Body;
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        let response = self
-            .serve(req)
-            .await
-            .unwrap_or_else(|error| self.error_response(error));
-        self.requests.count(response.status());
-        response
+    fn handle(&self, req: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send {
+        let routed = self.route(req);
+        async move {
+            let answer = match routed {
+                Routed::Now(answer) => answer,
+                Routed::Later(answering) => answering.await,
+            };
+            let response = answer.unwrap_or_else(|error| self.error_response(error));
+            self.requests.count(response.status());
+            response
+        }
     }
 }
 
