@@ -9,7 +9,9 @@
 # `wrk -t1 -c64 --latency -s scripts/users.lua` (100,000 distinct users) against
 # nginx with 1 and 2 workers and the ldc router, and a one-user script straight at a
 # cell (the direct hop), in alternation. Prints medians: req/s, p50, p99, and the
-# proxy's CPU time per request (user+sys of its processes / requests served).
+# proxy's CPU time per request (user+sys of its processes / requests served), and
+# the cells' (all three together), since the hop from proxy to cell costs the
+# cells too: HTTP/2 from the router, HTTP/1.1 from nginx.
 # BASELINE_LDC (a saved earlier build) runs as a second router (127.0.0.1:7010) in
 # front of the same cells, with the same worker threads, in the same rounds, so a
 # change is measured side by side with what it replaces.
@@ -30,6 +32,7 @@ pids+=($!)
 for _ in $(seq 1 300); do grep -q "ldc up: ready" "$work/up.out" 2>/dev/null && break; sleep 0.1; done
 grep -q "ldc up: ready" "$work/up.out" || { echo "ldc up did not start"; cat "$work/up.err"; exit 1; }
 router_pid=$(sed -n 's/.*started router r1 pid=\([0-9]*\).*/\1/p' "$work/up.out")
+read -r -a cell_pids <<< "$(sed -n 's/.*started cell [a-z0-9]* pid=\([0-9]*\).*/\1/p' "$work/up.out" | tr '\n' ' ')"
 if [ -n "$baseline" ]; then
     cp "$work/local.toml" "$work/baseline.toml"
     printf '[[routers]]\nid = "r2"\nregion = "local"\nlisten = "127.0.0.1:7010"\nadmin = "127.0.0.1:7011"\n' >> "$work/baseline.toml"
@@ -86,18 +89,21 @@ ticks() {
     echo "$total"
 }
 
-# One wrk run: prints "req/s p50_ms p99_ms cpu_us_per_request".
-run() { # $1 url, $2 script, $3.. pids whose CPU counts
+# One wrk run: prints "req/s p50_ms p99_ms proxy_cpu_us_per_request cells_cpu_us_per_request".
+run() { # $1 url, $2 script, $3.. pids whose CPU counts as the proxy's
     local url=$1 script=$2; shift 2
-    local before after out
+    local before after cells_before cells_after out
     before=$(ticks "$@")
+    cells_before=$(ticks "${cell_pids[@]}")
     out=$(wrk -t1 -c64 -d"${seconds}s" --latency -s "$script" "$url")
     after=$(ticks "$@")
-    echo "$out" | awk -v cpu=$((after - before)) -v hz="$(getconf CLK_TCK)" '
+    cells_after=$(ticks "${cell_pids[@]}")
+    echo "$out" | awk -v cpu=$((after - before)) -v cells=$((cells_after - cells_before)) -v hz="$(getconf CLK_TCK)" '
         function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+        function per(t) { return n > 0 ? t * 1e6 / hz / n : 0 }
         /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) }
         /requests in/ { n = $1 } /^Requests\/sec/ { rps = $2 }
-        END { printf "%.0f %.3f %.3f %.1f\n", rps, p50, p99, (n > 0 ? cpu * 1e6 / hz / n : 0) }'
+        END { printf "%.0f %.3f %.3f %.1f %.1f\n", rps, p50, p99, per(cpu), per(cells) }'
 }
 
 for workers in 1 2; do
@@ -124,7 +130,7 @@ done
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 col() { echo -n "${results[$1]}" | awk -v c="$2" '{ print $c }' | median; }
-printf "%-28s %10s %9s %9s %14s\n" target "req/s" "p50 ms" "p99 ms" "CPU us/req"
+printf "%-28s %10s %9s %9s %14s %14s\n" target "req/s" "p50 ms" "p99 ms" "CPU us/req" "cells us/req"
 targets="direct nginx1 nginx2 router"
 [ -n "$baseline" ] && targets+=" baseline"
 for target in $targets; do
@@ -133,7 +139,7 @@ for target in $targets; do
         nginx2) name="nginx, 2 workers";; router) name="ldc router";;
         baseline) name="ldc router, baseline";;
     esac
-    printf "%-28s %10s %9s %9s %14s\n" "$name" "$(col $target 1)" "$(col $target 2)" "$(col $target 3)" "$(col $target 4)"
+    printf "%-28s %10s %9s %9s %14s %14s\n" "$name" "$(col $target 1)" "$(col $target 2)" "$(col $target 3)" "$(col $target 4)" "$(col $target 5)"
 done
 best=$( [ "$(col nginx1 1)" -ge "$(col nginx2 1)" ] && echo nginx1 || echo nginx2 )
 awk -v r="$(col router 1)" -v n="$(col $best 1)" -v rc="$(col router 4)" -v nc="$(col $best 4)" -v b="$best" \
