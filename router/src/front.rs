@@ -6,7 +6,7 @@
 //! proxy needs little of what a general server does per request (a body channel
 //! to the handler, a dispatch state machine, a timer armed per request): hyper's
 //! HTTP/1.1 server spent about 15,600 user-space instructions per proxied
-//! request, this front about 9,000 (`scripts/router-instructions.sh`).
+//! request, this front about 9,000 (`scripts/instructions.sh`).
 
 use std::mem::MaybeUninit;
 use std::pin::Pin;
