@@ -91,10 +91,11 @@ fn main() -> ExitCode {
 
 /// Runs `main` on a multi-thread runtime, or on a current-thread one when a single
 /// worker thread is asked for (`TOKIO_WORKER_THREADS=1`: what `ldc up` gives each
-/// child when there are no more cores than children). With one worker, the
-/// multi-thread runtime still polls `main` on a second thread and pays for
-/// cross-thread wakeups: the current-thread one served 5% more requests per second
-/// through the router at 5% less CPU per request (README, "Router against nginx").
+/// child when the host has fewer than twice as many cores as children). With one
+/// worker, the multi-thread runtime still polls `main` on a second thread and pays
+/// for cross-thread wakeups: the current-thread one served 5% more requests per
+/// second through the router at 5% less CPU per request (README, "Router against
+/// nginx").
 fn block_on(main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     let one_worker = std::env::var("TOKIO_WORKER_THREADS")
         .is_ok_and(|threads| threads.trim().parse::<usize>() == Ok(1));

@@ -454,7 +454,8 @@ impl<S: Store + 'static> Cell<S> {
     }
 
     /// Answers at once what needs no waiting (whoami, items, requests for another
-    /// cell or with a bad path); every other route runs in one boxed future. hyper
+    /// cell, paths with no valid user); every other request under a user runs in
+    /// one boxed future, unknown routes included. hyper
     /// spawns a task per HTTP/2 stream and moves the future a few times on the way,
     /// so its size is paid per request: in the box, the rare routes' large states
     /// cost only the requests that take them.
@@ -498,10 +499,10 @@ impl<S: Store + 'static> Cell<S> {
         shard: Arc<Shard<S>>,
     ) -> Result<Response<Body>, CellError> {
         let path = req.uri().path();
-        let rest = path[path.len() - rest_len..].to_owned();
+        let rest = &path[path.len() - rest_len..];
         let method = req.method().clone();
         let query = req.uri().query().map(str::to_owned);
-        match (method, rest.as_str()) {
+        match (method, rest) {
             (Method::GET, "/balance") => {
                 let mut snapshot = shard.store.snapshot().await?;
                 let balance = ledger::balance(&mut snapshot, slot, &user).await?;
