@@ -455,10 +455,10 @@ impl<S: Store + 'static> Cell<S> {
 
     /// Answers at once what needs no waiting (whoami, items, requests for another
     /// cell, paths with no valid user); every other request under a user runs in
-    /// one boxed future, unknown routes included. hyper
-    /// spawns a task per HTTP/2 stream and moves the future a few times on the way,
-    /// so its size is paid per request: in the box, the rare routes' large states
-    /// cost only the requests that take them.
+    /// one boxed future, unknown routes included. hyper spawns a task per HTTP/2
+    /// stream and moves the future a few times on the way, so its size is paid per
+    /// request: in the box, the rare routes' large states cost only the requests
+    /// that take them.
     fn route(&self, req: Request<Incoming>) -> Routed<'_> {
         let path = req.uri().path();
         if path.starts_with("/v1/gz/") {
