@@ -19,7 +19,8 @@ pub use hash::{SLOT_HASH_SEED, slot_of};
 pub use placement::Placement;
 pub use summary::{CellSummary, RegionSummary, RouterSummary, Summary};
 pub use topology::{
-    Cell, ConfigError, MAX_MONEY, Problem, Router, Topology, is_valid_user_id, split_user_path,
+    CellSpec, ConfigError, MAX_MONEY, Problem, RouterSpec, Topology, is_valid_user_id,
+    split_user_path,
 };
 
 /// Exit code for a bad deploy file or bad command-line use (BSD `EX_USAGE`).

@@ -58,7 +58,7 @@ fn render_problems(file: &str, problems: &[Problem]) -> String {
 
 /// A cell of a validated topology.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cell {
+pub struct CellSpec {
     pub id: String,
     pub region: String,
     pub listen: SocketAddr,
@@ -73,7 +73,7 @@ pub struct Cell {
 
 /// A router of a validated topology.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Router {
+pub struct RouterSpec {
     pub id: String,
     pub region: String,
     pub listen: SocketAddr,
@@ -85,8 +85,8 @@ pub struct Router {
 pub struct Topology {
     source: String,
     deploy: Deploy,
-    cells: Vec<Cell>,
-    routers: Vec<Router>,
+    cells: Vec<CellSpec>,
+    routers: Vec<RouterSpec>,
     placement: Placement,
 }
 
@@ -193,11 +193,11 @@ impl Topology {
         &self.deploy
     }
 
-    pub fn cells(&self) -> &[Cell] {
+    pub fn cells(&self) -> &[CellSpec] {
         &self.cells
     }
 
-    pub fn routers(&self) -> &[Router] {
+    pub fn routers(&self) -> &[RouterSpec] {
         &self.routers
     }
 
@@ -209,7 +209,7 @@ impl Topology {
         self.cells.iter().position(|c| c.id == id)
     }
 
-    pub fn router(&self, id: &str) -> Option<&Router> {
+    pub fn router(&self, id: &str) -> Option<&RouterSpec> {
         self.routers.iter().find(|r| r.id == id)
     }
 
@@ -226,7 +226,7 @@ impl Topology {
     }
 
     /// The cell that owns `slot`. Panics if `slot` is out of range.
-    pub fn owner(&self, slot: u32) -> &Cell {
+    pub fn owner(&self, slot: u32) -> &CellSpec {
         &self.cells[self.placement.owner(slot)]
     }
 
@@ -361,7 +361,7 @@ impl Checker {
         });
     }
 
-    fn deploy(&mut self, d: &Deploy) -> (Vec<Cell>, Vec<Router>) {
+    fn deploy(&mut self, d: &Deploy) -> (Vec<CellSpec>, Vec<RouterSpec>) {
         if !is_valid_user_id(&d.name) {
             self.problem("name", "must match [A-Za-z0-9_-]{1,64}");
         }
@@ -512,7 +512,7 @@ impl Checker {
         seen
     }
 
-    fn cells(&mut self, d: &Deploy, regions: &HashSet<&str>) -> Vec<Cell> {
+    fn cells(&mut self, d: &Deploy, regions: &HashSet<&str>) -> Vec<CellSpec> {
         if d.cells.is_empty() {
             self.problem("cells", "a deployment needs at least one cell");
         }
@@ -566,7 +566,7 @@ impl Checker {
             };
             let admin = self.address(at("admin"), &c.admin);
             if let (Some(listen), Some(advertise), Some(admin)) = (listen, advertise, admin) {
-                cells.push(Cell {
+                cells.push(CellSpec {
                     id: c.id.clone(),
                     region: c.region.clone(),
                     listen,
@@ -590,7 +590,12 @@ impl Checker {
         cells
     }
 
-    fn routers(&mut self, d: &Deploy, regions: &HashSet<&str>, cells: &[Cell]) -> Vec<Router> {
+    fn routers(
+        &mut self,
+        d: &Deploy,
+        regions: &HashSet<&str>,
+        cells: &[CellSpec],
+    ) -> Vec<RouterSpec> {
         let mut ids: HashSet<&str> = cells.iter().map(|c| c.id.as_str()).collect();
         let mut routers = Vec::with_capacity(d.routers.len());
         for (i, r) in d.routers.iter().enumerate() {
@@ -612,7 +617,7 @@ impl Checker {
             let listen = self.address(at("listen"), &r.listen);
             let admin = self.address(at("admin"), &r.admin);
             if let (Some(listen), Some(admin)) = (listen, admin) {
-                routers.push(Router {
+                routers.push(RouterSpec {
                     id: r.id.clone(),
                     region: r.region.clone(),
                     listen,
@@ -679,7 +684,7 @@ impl Checker {
         }
     }
 
-    fn global_zone(&mut self, d: &Deploy, cells: &[Cell]) {
+    fn global_zone(&mut self, d: &Deploy, cells: &[CellSpec]) {
         let Some(gz) = &d.global_zone else {
             return;
         };
@@ -709,7 +714,7 @@ impl Checker {
         }
     }
 
-    fn data_dirs(&mut self, cells: &[Cell]) {
+    fn data_dirs(&mut self, cells: &[CellSpec]) {
         let mut seen: HashMap<&Path, &str> = HashMap::new();
         for (i, cell) in cells.iter().enumerate() {
             if let Some(other) = seen.insert(&cell.data_dir, &cell.id) {
