@@ -57,6 +57,10 @@ pub enum CellError {
     Ledger(#[from] StoreError),
     #[error("cell {0} is not in the deploy file")]
     UnknownCell(String),
+    #[error(
+        "the deploy file asks for the {0} ledger, which this build leaves out: rebuild with `--features {0}`"
+    )]
+    BackendNotBuilt(&'static str),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -82,7 +86,9 @@ impl CellError {
             Self::Overloaded | Self::StockUnavailable(_) | Self::Ledger(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::UnknownCell(_) | Self::Metrics(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::UnknownCell(_) | Self::BackendNotBuilt(_) | Self::Metrics(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -109,6 +115,7 @@ impl CellError {
             Self::Ledger(StoreError::Fenced(_)) => "fenced",
             Self::Ledger(_) => "ledger_unavailable",
             Self::UnknownCell(_) => "unknown_cell",
+            Self::BackendNotBuilt(_) => "backend_not_built",
             Self::Metrics(_) => "internal",
         }
     }

@@ -5,106 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use ldc_topology::Topology;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::committer::{CommitMetrics, Committer, Fence, OnCommit, Settings, Stopped};
 use crate::error::CellError;
-use crate::keeper::{Keeper, KeeperMetrics};
 use crate::ledger::{self, Command, Write};
+use crate::metrics::ShardMetrics;
 use crate::stock::StockCache;
 use crate::store::{Store, Transaction};
-
-/// Metric families labelled by shard, registered once per process. A shard takes
-/// its children when opened and [`ShardMetrics::forget`]s them when released.
-#[derive(Debug, Clone)]
-pub struct ShardMetrics {
-    commit_seconds: HistogramVec,
-    batch_size: HistogramVec,
-    stock_remaining: IntGaugeVec,
-    epoch: IntGaugeVec,
-    keeper: KeeperMetrics,
-}
-
-impl ShardMetrics {
-    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let commit_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "ldc_ledger_commit_seconds",
-                "Time to apply and durably commit one batch",
-            )
-            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16)?),
-            &["shard"],
-        )?;
-        let batch_size = HistogramVec::new(
-            HistogramOpts::new("ldc_ledger_batch_size", "Requests per committed batch")
-                .buckets(prometheus::exponential_buckets(1.0, 2.0, 12)?),
-            &["shard"],
-        )?;
-        let stock_remaining = IntGaugeVec::new(
-            Opts::new(
-                "ldc_cell_stock_remaining",
-                "Units of an item a shard can still sell",
-            ),
-            &["shard", "item"],
-        )?;
-        let epoch = IntGaugeVec::new(
-            Opts::new(
-                "ldc_cell_shard_epoch",
-                "Ownership epoch of each shard this process serves",
-            ),
-            &["shard"],
-        )?;
-        let leases = IntCounterVec::new(
-            Opts::new(
-                "ldc_cell_leases_total",
-                "Calls to the global zone for stock, by outcome: granted, empty \
-                 (nothing left to lease), returned, failed",
-            ),
-            &["shard", "outcome"],
-        )?;
-        let lease_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "ldc_cell_lease_seconds",
-                "Round trip of one lease or return to the global zone",
-            )
-            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16)?),
-            &["shard"],
-        )?;
-        registry.register(Box::new(commit_seconds.clone()))?;
-        registry.register(Box::new(batch_size.clone()))?;
-        registry.register(Box::new(stock_remaining.clone()))?;
-        registry.register(Box::new(epoch.clone()))?;
-        registry.register(Box::new(leases.clone()))?;
-        registry.register(Box::new(lease_seconds.clone()))?;
-        Ok(Self {
-            commit_seconds,
-            batch_size,
-            stock_remaining,
-            epoch,
-            keeper: KeeperMetrics {
-                leases,
-                lease_seconds,
-            },
-        })
-    }
-
-    /// Drops the series of a shard this process no longer serves.
-    fn forget(&self, shard: &str, items: &[String]) {
-        // A series that was never created is not an error worth a word.
-        let _ = self.commit_seconds.remove_label_values(&[shard]);
-        let _ = self.batch_size.remove_label_values(&[shard]);
-        let _ = self.epoch.remove_label_values(&[shard]);
-        let _ = self.keeper.lease_seconds.remove_label_values(&[shard]);
-        for outcome in ["granted", "empty", "returned", "failed"] {
-            let _ = self.keeper.leases.remove_label_values(&[shard, outcome]);
-        }
-        for item in items {
-            let _ = self.stock_remaining.remove_label_values(&[shard, item]);
-        }
-    }
-}
 
 pub struct Shard<S> {
     /// The cell whose slots these are, by placement (its index in the topology).
@@ -236,25 +144,12 @@ impl<S: Store + Clone> Shard<S> {
     }
 }
 
-impl<S: Store + 'static> Shard<S> {
-    /// Starts the shard's lease keeper, if the deployment has a global zone. It ends
-    /// by itself once the shard is dropped.
-    pub fn start_keeper(shard: &Arc<Self>, topology: &Arc<ArcSwap<Topology>>) {
-        if let Some(keeper) = Keeper::new(topology, shard.cell, shard.metrics.keeper.clone()) {
-            tokio::spawn(keeper.run(Arc::downgrade(shard), shard.stock.clone()));
-        }
-    }
-
-    /// Gives every unit of leased stock back to the global zone (graceful
-    /// shutdown); what cannot be given back stays recorded here.
-    pub async fn give_back(&self, topology: &Arc<ArcSwap<Topology>>) {
-        if let Some(mut keeper) = Keeper::new(topology, self.cell, self.metrics.keeper.clone()) {
-            keeper.give_back(self).await;
-        }
-    }
-}
-
 impl<S> Shard<S> {
+    /// The metrics this shard records to.
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.metrics
+    }
+
     /// Stops the committer after its last batch and waits until its store is
     /// closed. Whoever calls this holds the last reference, so no request can
     /// reach the shard any more.

@@ -6,9 +6,11 @@
 //! through `tikv-client` (get, get-for-update, put, delete, scan, commit, rollback), plus
 //! read-only snapshots for queries. The ledger logic is written once, over this.
 
+#[cfg(feature = "test-support")]
 pub mod conformance;
 mod embedded;
 mod overlay;
+#[cfg(feature = "tikv")]
 pub mod tikv;
 
 use std::future::Future;
@@ -16,6 +18,7 @@ use std::ops::Range;
 
 pub use embedded::EmbeddedStore;
 pub use overlay::Overlay;
+#[cfg(feature = "tikv")]
 pub use tikv::TikvStore;
 
 /// Why a store operation failed, and whether it is worth retrying.
@@ -47,7 +50,7 @@ pub enum StoreError {
 
 /// Direction of a scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Order {
+pub enum ScanOrder {
     Ascending,
     Descending,
 }
@@ -107,7 +110,7 @@ pub trait Transaction {
         &mut self,
         range: Range<Vec<u8>>,
         limit: usize,
-        order: Order,
+        order: ScanOrder,
     ) -> impl Future<Output = Result<Pairs, StoreError>>;
 
     /// Makes every write durable. Returns only after the data is on stable storage.
@@ -127,7 +130,7 @@ pub trait Snapshot: Send {
         &mut self,
         range: Range<Vec<u8>>,
         limit: usize,
-        order: Order,
+        order: ScanOrder,
     ) -> impl Future<Output = Result<Pairs, StoreError>> + Send;
 }
 

@@ -1,117 +1,33 @@
 //! Takeover and failback. A standby's loop ([`stand_by`]) is the same for both
-//! backends; a [`Witness`] tells it whether a cell runs and opens its store. Over a
-//! store every cell shares (TiKV), records in the store carry that (see [`shared`]).
-//! On one host, for the embedded ledger, two file locks in a cell's data directory
-//! do, and the kernel drops both the moment a process dies, however it dies:
-//!
-//! - `PRIMARY` is held by the cell's own process for its whole life: free means the
-//!   cell is not running.
-//! - `LOCK` is held by whichever process has the ledger open, the cell or its
-//!   standby. It is the fence: two processes never hold it at once, so a shard never
-//!   has two writers.
+//! backends; a [`Witness`] tells it whether a cell runs and opens its store, and a
+//! [`Backing`] gives a cell's lifecycle the rest: saying it runs, opening its own
+//! shard, keeping it. On one host the kernel's file locks carry that
+//! ([`file_locks`]); over a store every cell shares, records in the store do
+//! ([`store_holds`]).
 //!
 //! A standby polls the cells it stands by for. When one is not running and its
 //! ledger is free, the standby opens the ledger, claims it at a higher epoch and
-//! serves its slots. When the cell's process is back (`PRIMARY` held again), the
-//! standby stops routing to the shard, lets the requests inside finish, commits
-//! their last batch and closes the ledger; the returning cell, waiting for `LOCK`
-//! all along, then opens it at a higher epoch still.
+//! serves its slots. When the cell's process is back, the standby stops routing
+//! to the shard, lets the requests inside finish, commits their last batch and
+//! closes the ledger; the returning cell, waiting all along, then opens it at a
+//! higher epoch still.
 
-pub mod shared;
+pub mod file_locks;
+// Generic over the store, so its tests run over the embedded one.
+#[cfg(any(feature = "tikv", test))]
+pub mod store_holds;
 
-use std::fs::{File, TryLockError};
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ldc_topology::Topology;
 
-use crate::api::Cell;
+use crate::cell::Cell;
 use crate::error::CellError;
-use crate::shard::{Shard, ShardMetrics};
-use crate::store::{EmbeddedStore, Store, StoreError};
-
-/// How long a starting cell retries `PRIMARY` before it concludes another process of
-/// the same cell is running (a standby checking it holds it only for an instant).
-const PRESENCE_ATTEMPTS: u32 = 100;
-const PRESENCE_RETRY: Duration = Duration::from_millis(10);
-/// How often a starting cell tries its ledger while the standby still has it.
-const LEDGER_RETRY: Duration = Duration::from_millis(5);
-
-/// The cell's claim to be running, held until the process ends.
-#[derive(Debug)]
-pub struct Presence {
-    _lock: File,
-}
-
-fn presence_file(dir: &Path) -> std::io::Result<File> {
-    File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("PRIMARY"))
-}
-
-/// Takes the cell's `PRIMARY` lock, which tells its standby to hand the shard back.
-pub async fn announce(dir: &Path) -> Result<Presence, CellError> {
-    let io = |err: std::io::Error| {
-        CellError::Ledger(StoreError::Internal(format!("{}: {err}", dir.display())))
-    };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let file = presence_file(dir).map_err(io)?;
-    for _ in 0..PRESENCE_ATTEMPTS {
-        match file.try_lock() {
-            Ok(()) => return Ok(Presence { _lock: file }),
-            Err(TryLockError::WouldBlock) => tokio::time::sleep(PRESENCE_RETRY).await,
-            Err(TryLockError::Error(err)) => return Err(io(err)),
-        }
-    }
-    Err(CellError::Ledger(StoreError::Locked(format!(
-        "{}: another process of this cell is running",
-        dir.display()
-    ))))
-}
-
-/// Whether the cell of `dir` is running: its `PRIMARY` lock is held.
-fn running(dir: &Path) -> bool {
-    let Ok(file) = File::open(dir.join("PRIMARY")) else {
-        return false;
-    };
-    match file.try_lock() {
-        // Ours for an instant; dropping the file releases it.
-        Ok(()) => false,
-        Err(TryLockError::WouldBlock) => true,
-        Err(TryLockError::Error(_)) => false,
-    }
-}
-
-/// Opens the cell's own ledger, waiting while its standby still holds it.
-pub async fn open_own(dir: &Path) -> Result<EmbeddedStore, CellError> {
-    let started = Instant::now();
-    let mut waited = false;
-    loop {
-        match EmbeddedStore::open(dir) {
-            Ok(store) => {
-                if waited {
-                    tracing::info!(
-                        waited_ms = started.elapsed().as_millis() as u64,
-                        "the standby released the ledger"
-                    );
-                }
-                return Ok(store);
-            }
-            Err(StoreError::Locked(_)) => {
-                if !waited {
-                    tracing::info!(dir = %dir.display(), "the ledger is held by the standby; waiting for it to hand the shard back");
-                    waited = true;
-                }
-                tokio::time::sleep(LEDGER_RETRY).await;
-            }
-            Err(err) => return Err(err.into()),
-        }
-    }
-}
+use crate::metrics::ShardMetrics;
+use crate::shard::Shard;
+use crate::store::{Store, StoreError};
 
 /// How a standby learns whether a cell it stands by for runs, and reaches its
 /// store: file locks on one host ([`Files`]), records in a shared store
@@ -133,32 +49,32 @@ pub trait Witness<S: Store> {
     fn released(&self, primary: usize, epoch: u64) -> impl Future<Output = ()>;
 }
 
-/// On one host: `PRIMARY` and `LOCK` in each cell's data directory.
-pub struct Files(pub Arc<Topology>);
+/// What a cell's lifecycle needs from its backend's way of telling who runs.
+pub trait Backing {
+    type Store: Store + Clone + 'static;
+    type Witness: Witness<Self::Store>;
 
-impl Witness<EmbeddedStore> for Files {
-    async fn running(&self, primary: usize) -> bool {
-        running(&self.0.cells()[primary].data_dir)
-    }
+    /// Says this cell's process runs, for as long as it is polled. Ends only if
+    /// it can say so no more.
+    fn presence(&self) -> impl Future<Output = ()>;
 
-    async fn ran(&self, primary: usize) -> bool {
-        self.0.cells()[primary].data_dir.join("ledger").exists()
-    }
+    /// Opens this cell's own shard, waiting while its standby still holds it.
+    fn open_own(
+        &self,
+        topology: &Topology,
+        index: usize,
+        metrics: &ShardMetrics,
+    ) -> impl Future<Output = Result<Shard<Self::Store>, CellError>>;
 
-    fn store(&self, primary: usize) -> Result<Option<EmbeddedStore>, StoreError> {
-        match EmbeddedStore::open(&self.0.cells()[primary].data_dir) {
-            Ok(store) => Ok(Some(store)),
-            // The cell (or a process on its way up) has it: nothing to take over.
-            Err(StoreError::Locked(_)) => Ok(None),
-            Err(err) => Err(err),
-        }
-    }
+    /// How this cell's standby loop learns who runs.
+    fn witness(&self) -> Self::Witness;
 
-    fn hold_ms(&self) -> Option<u64> {
-        None
-    }
+    /// Keeps the shards this cell serves its own while it serves; ends only when
+    /// another cell claimed its own shard, and the cell must stop.
+    fn keep(&self, cell: Arc<Cell<Self::Store>>) -> impl Future<Output = CellError>;
 
-    async fn released(&self, _primary: usize, _epoch: u64) {}
+    /// After a graceful stop has drained: tells standbys at once.
+    fn leave(&self, cell: &Cell<Self::Store>) -> impl Future<Output = ()>;
 }
 
 /// Watches the cells `cell` stands by for, for the life of the process: takes

@@ -286,7 +286,7 @@ fn finish(seq: u64, units: i64) -> ledger::StockWrite {
 
 async fn held(gz: &EmbeddedStore) -> Value {
     let mut snapshot = gz.snapshot().await.expect("snapshot");
-    ledger::gz_audit(&mut snapshot).await.expect("audit")["hot"].clone()
+    ledger::gz::audit(&mut snapshot).await.expect("audit")["hot"].clone()
 }
 
 #[tokio::test]
@@ -446,7 +446,7 @@ impl<T: Transaction> Transaction for Watched<T> {
         &mut self,
         range: std::ops::Range<Vec<u8>>,
         limit: usize,
-        order: ldc_cell::store::Order,
+        order: ldc_cell::store::ScanOrder,
     ) -> Result<ldc_cell::store::Pairs, StoreError> {
         self.txn.scan(range, limit, order).await
     }

@@ -1,8 +1,8 @@
 //! The ledger conformance suite against a real TiKV cluster, when `PD_ADDRS` names
 //! its PD endpoints (comma-separated), e.g. after `tiup playground`:
-//! `PD_ADDRS=127.0.0.1:2379 cargo test -p ldc-cell --test tikv -- --nocapture`.
-//! Without it the test says so loudly and checks only that a cluster that cannot
-//! be reached fails fast with an error naming the endpoints.
+//! `PD_ADDRS=127.0.0.1:2379 cargo test -p ldc-cell --all-features --test tikv -- --ignored`.
+//! Without a cluster, only the check that an unreachable one fails fast with an
+//! error naming the endpoints runs.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -10,13 +10,9 @@ use ldc_cell::store::{StoreError, TikvStore, conformance, tikv::key_prefix};
 use ldc_topology::TikvCommit;
 
 #[tokio::test]
+#[ignore = "needs a real PD + TiKV cluster named by PD_ADDRS"]
 async fn tikv_store_passes_the_conformance_suite() {
-    let Ok(addrs) = std::env::var("PD_ADDRS") else {
-        eprintln!(
-            "SKIPPED tikv_store_passes_the_conformance_suite: set PD_ADDRS to run it against TiKV"
-        );
-        return;
-    };
+    let addrs = std::env::var("PD_ADDRS").expect("PD_ADDRS names the PD endpoints");
     let endpoints: Vec<String> = addrs.split(',').map(str::to_owned).collect();
     // A fresh cell prefix per run, so earlier runs' keys never interfere.
     let run = SystemTime::now()

@@ -9,6 +9,7 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
+use super::gz::state;
 use super::records::{GzItem, GzQuota, ItemMeta, LeaseRecord, Pending, Stock, from_json, to_json};
 use super::{Reply, keys};
 use crate::store::{Snapshot, StoreError, Transaction};
@@ -83,18 +84,6 @@ fn unknown_item(item_id: &str) -> Reply {
         "unknown_item",
         format!("no item {item_id:?} in the global zone"),
     )
-}
-
-/// What the global zone answers about an item.
-pub fn gz_item_json(item_id: &str, item: &GzItem) -> Value {
-    json!({
-        "item_id": item_id,
-        "name": item.name,
-        "price": item.price,
-        "stock": item.stock,
-        "available": item.available,
-        "closed": item.closed,
-    })
 }
 
 pub async fn apply<T: Transaction>(
@@ -243,11 +232,11 @@ async fn grant<T: Transaction>(
         None => GzQuota::default(),
     };
     let answer = |units: i64, item: &GzItem| {
-        let mut body = gz_item_json(item_id, item);
-        body["cell"] = json!(cell);
-        body["seq"] = json!(seq);
-        body["units"] = json!(units);
-        body
+        let mut body = state(item_id, item);
+        body.cell = Some(cell.to_owned());
+        body.seq = Some(seq);
+        body.units = Some(units);
+        json!(body)
     };
     if seq == quota.leases && seq > 0 {
         // 0: recorded before `asked` was kept; the replay is taken on trust.
@@ -325,13 +314,13 @@ async fn create<T: Transaction>(
 ) -> Result<Reply, StoreError> {
     if let Some(item) = read_gz_item(txn, item_id).await? {
         if (item.name.as_str(), item.price, item.stock) == (name, price, stock) {
-            return Ok(reply(StatusCode::OK, &gz_item_json(item_id, &item), false));
+            return Ok(reply(StatusCode::OK, &json!(state(item_id, &item)), false));
         }
         let mut body = json!({"error": {
             "code": "item_exists",
             "message": format!("item {item_id:?} exists with other settings"),
         }});
-        body["error"]["item"] = gz_item_json(item_id, &item);
+        body["error"]["item"] = json!(state(item_id, &item));
         return Ok(reply(StatusCode::CONFLICT, &body, false));
     }
     let item = GzItem {
@@ -344,7 +333,7 @@ async fn create<T: Transaction>(
     txn.put(keys::gz_item(item_id), to_json(&item)).await?;
     Ok(reply(
         StatusCode::CREATED,
-        &gz_item_json(item_id, &item),
+        &json!(state(item_id, &item)),
         true,
     ))
 }
@@ -358,47 +347,9 @@ async fn close<T: Transaction>(txn: &mut T, item_id: &str) -> Result<Reply, Stor
     txn.put(keys::gz_item(item_id), to_json(&item)).await?;
     Ok(reply(
         StatusCode::OK,
-        &gz_item_json(item_id, &item),
+        &json!(state(item_id, &item)),
         applied,
     ))
-}
-
-/// Every item of the global zone.
-pub async fn gz_items<S: Snapshot>(snapshot: &mut S) -> Result<Vec<(String, GzItem)>, StoreError> {
-    let prefix = keys::gz_item_prefix();
-    let mut items = Vec::new();
-    for (key, value) in super::scan_all(snapshot, &prefix).await? {
-        if let Some(id) = keys::key_suffix(&key, &prefix) {
-            items.push((id.to_owned(), from_json(&value, "global item")?));
-        }
-    }
-    Ok(items)
-}
-
-/// The global zone's books: per item its stock, global account and each cell's
-/// quota; `stock == available + sum of held` when no unit was created or lost.
-pub async fn gz_audit<S: Snapshot>(snapshot: &mut S) -> Result<Value, StoreError> {
-    let mut audit = serde_json::Map::new();
-    for (id, item) in gz_items(snapshot).await? {
-        let prefix = keys::gz_quota_prefix(&id);
-        let mut cells = serde_json::Map::new();
-        let mut held = 0u64;
-        for (key, value) in super::scan_all(snapshot, &prefix).await? {
-            let quota: GzQuota = from_json(&value, "quota")?;
-            if let Some(cell) = keys::key_suffix(&key, &prefix) {
-                held += quota.held;
-                cells.insert(
-                    cell.to_owned(),
-                    json!({"held": quota.held, "leases": quota.leases}),
-                );
-            }
-        }
-        let mut entry = gz_item_json(&id, &item);
-        entry["held_by_cells"] = json!(held);
-        entry["cells"] = Value::Object(cells);
-        audit.insert(id, entry);
-    }
-    Ok(Value::Object(audit))
 }
 
 /// Items a cell leased, with their names and prices, for a restart without the

@@ -2,7 +2,7 @@
 //! embedded backend runs it in `cargo test`, the TiKV backend whenever `PD_ADDRS`
 //! names a cluster. Each check panics with a message saying what broke.
 
-use super::{Order, Snapshot, Store, Transaction, prefix_range};
+use super::{ScanOrder, Snapshot, Store, Transaction, prefix_range};
 
 fn key(prefix: &[u8], n: u8) -> Vec<u8> {
     let mut key = prefix.to_vec();
@@ -84,7 +84,7 @@ async fn scans_are_ordered_bounded_and_see_own_writes<S: Store>(store: &S, prefi
         .expect("put");
     let range = prefix_range(&scan_prefix);
     let all = txn
-        .scan(range.clone(), 100, Order::Ascending)
+        .scan(range.clone(), 100, ScanOrder::Ascending)
         .await
         .expect("scan");
     let values: Vec<u8> = all.iter().map(|(_, v)| v[0]).collect();
@@ -97,7 +97,7 @@ async fn scans_are_ordered_bounded_and_see_own_writes<S: Store>(store: &S, prefi
 
     let mut snapshot = store.snapshot().await.expect("snapshot");
     let first = snapshot
-        .scan(range.clone(), 2, Order::Ascending)
+        .scan(range.clone(), 2, ScanOrder::Ascending)
         .await
         .expect("scan");
     assert_eq!(
@@ -106,7 +106,7 @@ async fn scans_are_ordered_bounded_and_see_own_writes<S: Store>(store: &S, prefi
         "limit bounds an ascending scan"
     );
     let last = snapshot
-        .scan(range.clone(), 3, Order::Descending)
+        .scan(range.clone(), 3, ScanOrder::Descending)
         .await
         .expect("scan");
     assert_eq!(
@@ -118,7 +118,7 @@ async fn scans_are_ordered_bounded_and_see_own_writes<S: Store>(store: &S, prefi
         .scan(
             key(&scan_prefix, 3)..range.end.clone(),
             10,
-            Order::Ascending,
+            ScanOrder::Ascending,
         )
         .await
         .expect("scan");
@@ -131,7 +131,7 @@ async fn scans_are_ordered_bounded_and_see_own_writes<S: Store>(store: &S, prefi
         .scan(
             range.start.clone()..key(&scan_prefix, 3),
             10,
-            Order::Descending,
+            ScanOrder::Descending,
         )
         .await
         .expect("scan");

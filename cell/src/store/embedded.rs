@@ -3,7 +3,7 @@
 //! hand the journal to the OS). Chosen over redb by measurement: on the ledger's
 //! write pattern with durable group commits, fjall did about 3x the transfers per
 //! second, because it appends ~270 bytes per transfer to its journal where redb
-//! rewrites ~12 KB of B-tree pages; see the README.
+//! rewrites ~12 KB of B-tree pages (docs/benchmarks.md, "Ledger store").
 //!
 //! Transactions are fjall's optimistic ones: the group committer is the only writer,
 //! so they never conflict, and the model is the one TiKV offers.
@@ -18,7 +18,7 @@ use fjall::{
     PersistMode, Readable,
 };
 
-use super::{Order, Pairs, Snapshot, Store, StoreError, Transaction};
+use super::{Pairs, ScanOrder, Snapshot, Store, StoreError, Transaction};
 
 /// A cell's embedded ledger store in its own data directory, held exclusively: a
 /// second process opening the same directory gets [`StoreError::Locked`] at once.
@@ -145,7 +145,7 @@ fn collect(
     ledger: &OptimisticTxKeyspace,
     range: Range<Vec<u8>>,
     limit: usize,
-    order: Order,
+    order: ScanOrder,
 ) -> Result<Pairs, StoreError> {
     let entries: Iter = from.range(ledger, range);
     let pair = |guard: fjall::Guard| {
@@ -153,8 +153,8 @@ fn collect(
         Ok((key.to_vec(), value.to_vec()))
     };
     match order {
-        Order::Ascending => entries.take(limit).map(pair).collect(),
-        Order::Descending => entries.rev().take(limit).map(pair).collect(),
+        ScanOrder::Ascending => entries.take(limit).map(pair).collect(),
+        ScanOrder::Descending => entries.rev().take(limit).map(pair).collect(),
     }
 }
 
@@ -183,7 +183,7 @@ impl Transaction for EmbeddedTxn {
         &mut self,
         range: Range<Vec<u8>>,
         limit: usize,
-        order: Order,
+        order: ScanOrder,
     ) -> Result<Pairs, StoreError> {
         collect(&self.tx, &self.ledger, range, limit, order)
     }
@@ -222,7 +222,7 @@ impl Snapshot for EmbeddedSnapshot {
         &mut self,
         range: Range<Vec<u8>>,
         limit: usize,
-        order: Order,
+        order: ScanOrder,
     ) -> Result<Pairs, StoreError> {
         collect(&self.snapshot, &self.ledger, range, limit, order)
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use ldc_topology::TikvCommit;
 use tikv_client::{CheckLevel, KvPair, TransactionClient, TransactionOptions};
 
-use super::{Order, Pairs, Snapshot, Store, StoreError, Transaction};
+use super::{Pairs, ScanOrder, Snapshot, Store, StoreError, Transaction};
 
 /// A cell's ledger in a shared TiKV cluster.
 #[derive(Clone)]
@@ -289,13 +289,15 @@ impl Transaction for TikvTxn {
         &mut self,
         range: Range<Vec<u8>>,
         count: usize,
-        order: Order,
+        order: ScanOrder,
     ) -> Result<Pairs, StoreError> {
         let range = encode_range(&self.prefix, &range);
         let (prefix, timeout) = (&self.prefix, self.timeout);
         match order {
-            Order::Ascending => scanned(prefix, timeout, self.txn.scan(range, limit(count))).await,
-            Order::Descending => {
+            ScanOrder::Ascending => {
+                scanned(prefix, timeout, self.txn.scan(range, limit(count))).await
+            }
+            ScanOrder::Descending => {
                 scanned(prefix, timeout, self.txn.scan_reverse(range, limit(count))).await
             }
         }
@@ -337,15 +339,15 @@ impl Snapshot for TikvSnapshot {
         &mut self,
         range: Range<Vec<u8>>,
         count: usize,
-        order: Order,
+        order: ScanOrder,
     ) -> Result<Pairs, StoreError> {
         let range = encode_range(&self.prefix, &range);
         let (prefix, timeout) = (&self.prefix, self.timeout);
         match order {
-            Order::Ascending => {
+            ScanOrder::Ascending => {
                 scanned(prefix, timeout, self.snapshot.scan(range, limit(count))).await
             }
-            Order::Descending => {
+            ScanOrder::Descending => {
                 scanned(
                     prefix,
                     timeout,

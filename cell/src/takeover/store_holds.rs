@@ -19,16 +19,18 @@
 //! Writes stay safe whatever the clocks and timings do: every write batch checks the
 //! ownership record, which each claim raises to a new epoch.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ldc_topology::Topology;
 
-use super::Witness;
-use crate::api::Cell;
+use super::{Backing, Witness};
+use crate::cell::Cell;
 use crate::error::CellError;
-use crate::ledger::hold;
-use crate::shard::{Shard, ShardMetrics};
+use crate::ledger::{hold, keys};
+use crate::metrics::ShardMetrics;
+use crate::shard::Shard;
 use crate::store::{Snapshot, Store, StoreError, Transaction};
 
 /// The shared store as one cell's standby sees it: every cell's keys, through one
@@ -71,7 +73,7 @@ impl<S: Store + Clone> Witness<S> for Records<S> {
             return false;
         };
         snapshot
-            .get(&crate::ledger::keys::owner())
+            .get(&keys::owner())
             .await
             .is_ok_and(|record| record.is_some())
     }
@@ -226,6 +228,64 @@ pub async fn leave<S: Store>(cell: &Cell<S>) {
     }
 }
 
+/// A cell over a store every cell shares: its presence and holds are records in
+/// the store.
+#[derive(Debug)]
+pub struct SharedStore<S> {
+    /// Each cell's store, by cell index.
+    stores: Vec<S>,
+    index: usize,
+    /// This cell's id: the owner it writes in holds.
+    me: String,
+    hold_ms: u64,
+    poll: Duration,
+}
+
+impl<S: Store + Clone> SharedStore<S> {
+    /// Cell `index` (`me`) of `stores`, holding what it serves for `hold_ms` at a
+    /// time and trying its own shard every `poll` while another cell holds it.
+    pub fn new(stores: Vec<S>, index: usize, me: &str, hold_ms: u64, poll: Duration) -> Self {
+        Self {
+            stores,
+            index,
+            me: me.to_owned(),
+            hold_ms,
+            poll,
+        }
+    }
+}
+
+impl<S: Store + Clone + 'static> Backing for SharedStore<S> {
+    type Store = S;
+    type Witness = Records<S>;
+
+    fn presence(&self) -> impl Future<Output = ()> {
+        announce(self.stores[self.index].clone(), self.hold_ms)
+    }
+
+    async fn open_own(
+        &self,
+        topology: &Topology,
+        index: usize,
+        metrics: &ShardMetrics,
+    ) -> Result<Shard<S>, CellError> {
+        let store = self.stores[index].clone();
+        open_own(topology, index, store, self.hold_ms, self.poll, metrics).await
+    }
+
+    fn witness(&self) -> Records<S> {
+        Records::new(self.stores.clone(), &self.me, self.hold_ms)
+    }
+
+    fn keep(&self, cell: Arc<Cell<S>>) -> impl Future<Output = CellError> {
+        renew(cell, self.hold_ms)
+    }
+
+    async fn leave(&self, cell: &Cell<S>) {
+        leave(cell).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::future::Future;
@@ -260,30 +320,26 @@ mod tests {
     /// (one embedded store per cell, opened once, cloned by every "process").
     async fn start(topology: &Arc<Topology>, index: usize, stores: &[EmbeddedStore]) -> Process {
         let metrics = ShardMetrics::register(&Registry::new()).expect("metrics");
-        let presence = tokio::spawn(announce(stores[index].clone(), HOLD_MS));
-        let own = open_own(
-            topology,
-            index,
-            stores[index].clone(),
-            HOLD_MS,
-            POLL,
-            &metrics,
-        )
-        .await
-        .expect("own shard");
+        let id = &topology.cells()[index].id;
+        let backing = Arc::new(SharedStore::new(stores.to_vec(), index, id, HOLD_MS, POLL));
+        let presence = {
+            let backing = backing.clone();
+            tokio::spawn(async move { backing.presence().await })
+        };
+        let own = backing
+            .open_own(topology, index, &metrics)
+            .await
+            .expect("own shard");
         let cell =
             Arc::new(Cell::new(topology.clone(), index, own, &Registry::new()).expect("cell"));
-        let id = &topology.cells()[index].id;
-        let records = Records::new(stores.to_vec(), id, HOLD_MS);
-        let standby = super::super::stand_by(cell.clone(), records, metrics, POLL);
-        let renewing = renew(cell.clone(), HOLD_MS);
-        let tasks = vec![
-            presence,
-            tokio::spawn(standby),
-            tokio::spawn(async move {
-                renewing.await;
-            }),
-        ];
+        let standby = crate::takeover::stand_by(cell.clone(), backing.witness(), metrics, POLL);
+        let renewing = {
+            let cell = cell.clone();
+            async move {
+                backing.keep(cell).await;
+            }
+        };
+        let tasks = vec![presence, tokio::spawn(standby), tokio::spawn(renewing)];
         Process { cell, tasks }
     }
 

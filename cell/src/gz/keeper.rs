@@ -9,23 +9,17 @@
 //! interval; selling from the local quota never waits for it.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use ldc_topology::{GlobalZoneConf, Topology};
-use prometheus::{HistogramVec, IntCounterVec};
 use serde::Deserialize;
-use serde_json::json;
 
+use super::client::Client;
+use super::wire::{Lease, recall_window};
 use crate::ledger::{ItemMeta, Stock, StockWrite, Write};
+use crate::metrics::KeeperMetrics;
 use crate::shard::Shard;
 use crate::stock::{ItemStock, StockCache};
 use crate::store::Store;
@@ -60,35 +54,20 @@ struct Demand {
     wanted_at: Option<Instant>,
 }
 
-/// The keeper's metrics, children of the process's per-shard families.
-#[derive(Debug, Clone)]
-pub struct KeeperMetrics {
-    /// `ldc_cell_leases_total{shard, outcome}`: granted, empty, returned, failed.
-    pub leases: IntCounterVec,
-    /// `ldc_cell_lease_seconds{shard}`: one call to the global zone.
-    pub lease_seconds: HistogramVec,
+/// Starts `shard`'s lease keeper, if the deployment has a global zone. It ends by
+/// itself once the shard is dropped.
+pub fn start<S: Store + 'static>(shard: &Arc<Shard<S>>, topology: &Arc<ArcSwap<Topology>>) {
+    if let Some(keeper) = Keeper::new(topology, shard.cell, shard.metrics().keeper.clone()) {
+        tokio::spawn(keeper.run(Arc::downgrade(shard), shard.stock.clone()));
+    }
 }
 
-/// How the global zone answers a lease or a poll.
-#[derive(Debug, Deserialize)]
-struct GzItemState {
-    item_id: String,
-    name: String,
-    price: i64,
-    available: u64,
-    closed: bool,
-    /// Units of the lease (absent in a poll).
-    #[serde(default)]
-    units: i64,
-    /// In a poll: another cell ran out and nothing is left to lease; a cell
-    /// holding units it does not sell gives them back.
-    #[serde(default)]
-    recall: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct GzItems {
-    items: Vec<GzItemState>,
+/// Gives every unit of `shard`'s leased stock back to the global zone (graceful
+/// shutdown); what cannot be given back stays recorded at the shard.
+pub async fn give_back<S: Store>(shard: &Shard<S>, topology: &Arc<ArcSwap<Topology>>) {
+    if let Some(mut keeper) = Keeper::new(topology, shard.cell, shard.metrics().keeper.clone()) {
+        keeper.give_back(shard).await;
+    }
 }
 
 /// A lease the ledger recorded: its number and units.
@@ -98,137 +77,8 @@ struct Recorded {
     units: i64,
 }
 
-/// Calls to the global zone: its cell first, then its standby (which serves it
-/// after a takeover), sticking to whichever answered last.
-struct GzClient {
-    client: Client<HttpConnector, Full<Bytes>>,
-    /// Addresses come from the topology at each call: a reload may fill them in.
-    topology: Arc<ArcSwap<Topology>>,
-    gz: usize,
-    current: usize,
-    timeout: Duration,
-}
-
-impl GzClient {
-    fn new(topology: Arc<ArcSwap<Topology>>, gz: usize, timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
-        connector.set_nodelay(true);
-        Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-            topology,
-            gz,
-            current: 0,
-            timeout,
-        }
-    }
-
-    /// The global zone's cell and its standby, where known (`ldc up` fills in
-    /// ports bound at start with a reload).
-    fn addresses(&self) -> Vec<SocketAddr> {
-        let topology = self.topology.load();
-        let cell = &topology.cells()[self.gz];
-        std::iter::once(cell.advertise)
-            .chain(cell.standby.map(|s| topology.cells()[s].advertise))
-            .filter(|address| address.port() != 0)
-            .collect()
-    }
-
-    /// Sends to each address in turn until one serves the global zone; returns
-    /// its status and body.
-    async fn call(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Bytes), String> {
-        let mut last = String::new();
-        let addresses = self.addresses();
-        for attempt in 0..addresses.len() {
-            let index = (self.current + attempt) % addresses.len();
-            let address = addresses[index];
-            let request = Request::builder()
-                .method(method.clone())
-                .uri(format!("http://{address}{path}"))
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(Full::new(Bytes::from(body.clone().unwrap_or_default())))
-                .map_err(|err| err.to_string())?;
-            let answer = tokio::time::timeout(self.timeout, async {
-                let response = self
-                    .client
-                    .request(request)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = response.status();
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .to_bytes();
-                Ok::<_, String>((status, body))
-            })
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.timeout)));
-            match answer {
-                Ok((status, _))
-                    if status == StatusCode::MISDIRECTED_REQUEST
-                        || status == StatusCode::SERVICE_UNAVAILABLE =>
-                {
-                    last = format!("{address} answered {status}");
-                }
-                Ok(answer) => {
-                    self.current = index;
-                    return Ok(answer);
-                }
-                Err(err) => last = format!("{address}: {err}"),
-            }
-        }
-        Err(last)
-    }
-
-    /// The global zone's items; `wanting` names items this shard turned buyers
-    /// away for since its last poll (the global zone then recalls idle units).
-    async fn items(&mut self, wanting: &[String]) -> Result<Vec<GzItemState>, String> {
-        let path = match wanting {
-            [] => "/v1/gz/items".to_owned(),
-            items => format!("/v1/gz/items?wanting={}", items.join(",")),
-        };
-        let (status, body) = self.call(Method::GET, &path, None).await?;
-        if status != StatusCode::OK {
-            return Err(format!("poll answered {status}"));
-        }
-        let items: GzItems = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-        Ok(items.items)
-    }
-
-    async fn lease(
-        &mut self,
-        item_id: &str,
-        cell: &str,
-        seq: u64,
-        units: i64,
-    ) -> Result<GzItemState, String> {
-        let body = json!({"item_id": item_id, "cell": cell, "seq": seq, "units": units});
-        let (status, body) = self
-            .call(
-                Method::POST,
-                "/v1/gz/leases",
-                Some(body.to_string().into_bytes()),
-            )
-            .await?;
-        if !status.is_success() {
-            return Err(format!(
-                "lease {seq} of {item_id} answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            ));
-        }
-        serde_json::from_slice(&body).map_err(|e| e.to_string())
-    }
-}
-
-pub struct Keeper {
-    client: GzClient,
+struct Keeper {
+    client: Client,
     settings: GlobalZoneConf,
     /// The shard's cell: leases are numbered per (item, shard), whoever serves it.
     shard_id: String,
@@ -240,7 +90,7 @@ pub struct Keeper {
 
 impl Keeper {
     /// The keeper of `shard`, if the deployment has a global zone.
-    pub fn new(
+    fn new(
         topologies: &Arc<ArcSwap<Topology>>,
         shard_cell: usize,
         metrics: KeeperMetrics,
@@ -250,7 +100,7 @@ impl Keeper {
         let settings = topology.deploy().global_zone.clone()?;
         let timeout = Duration::from_millis(settings.request_timeout_ms);
         Some(Self {
-            client: GzClient::new(topologies.clone(), gz, timeout),
+            client: Client::new(topologies.clone(), gz, timeout),
             settings,
             shard_id: topology.cells()[shard_cell].id.clone(),
             demand: HashMap::new(),
@@ -261,7 +111,7 @@ impl Keeper {
 
     /// Keeps `shard` supplied until it is dropped (released to its owner, or the
     /// process ends). Holds it only while it works, never while it waits.
-    pub async fn run<S: Store>(mut self, shard: Weak<Shard<S>>, stock: Arc<StockCache>) {
+    async fn run<S: Store>(mut self, shard: Weak<Shard<S>>, stock: Arc<StockCache>) {
         let poll = Duration::from_millis(self.settings.poll_ms);
         let mut next_poll = Instant::now();
         loop {
@@ -297,7 +147,7 @@ impl Keeper {
     /// Gives back every unit the shard holds, as on a closed sale (graceful
     /// shutdown): units stay at this cell, durable, when the global zone is out of
     /// reach.
-    pub async fn give_back<S: Store>(&mut self, shard: &Shard<S>) {
+    async fn give_back<S: Store>(&mut self, shard: &Shard<S>) {
         let _keeping = shard.stock.keeping.lock().await;
         // The running keeper stops at its next turn instead of leasing again.
         shard.stock.stop_keeping();
@@ -307,11 +157,6 @@ impl Keeper {
             }
             self.give_back_item(shard, &item).await;
         }
-    }
-
-    /// How long a recall lasts at the global zone (see the cell API): a few polls.
-    fn recall_window(&self) -> Duration {
-        Duration::from_millis(self.settings.poll_ms.saturating_mul(4))
     }
 
     fn quiet(&self) -> bool {
@@ -350,7 +195,7 @@ impl Keeper {
                 return Vec::new();
             }
         };
-        let window = self.recall_window();
+        let window = recall_window(self.settings.poll_ms);
         let mut idle = Vec::new();
         for state in items {
             stock.add((
@@ -368,7 +213,7 @@ impl Keeper {
                 let unsold = demand.taken_at_poll == taken;
                 demand.taken_at_poll = taken;
                 let wanting_here = demand.wanted_at.is_some_and(|at| at.elapsed() < window);
-                if state.recall
+                if state.recall == Some(true)
                     && unsold
                     && !wanting_here
                     && item.remaining() > 0
@@ -537,7 +382,12 @@ impl Keeper {
         let started = Instant::now();
         let answer = self
             .client
-            .lease(&item.id, &self.shard_id, seq, units)
+            .lease(&Lease {
+                item_id: item.id.clone(),
+                cell: self.shard_id.clone(),
+                seq,
+                units,
+            })
             .await;
         self.metrics
             .lease_seconds
@@ -550,7 +400,7 @@ impl Keeper {
         let write = Write::Stock(StockWrite::Finish {
             item_id: item.id.clone(),
             seq,
-            units: answer.units,
+            units: answer.units.unwrap_or(0),
         });
         match shard.committer.submit(write).await {
             // Recorded now, or by an earlier `Finish` whose commit was reported
@@ -567,7 +417,7 @@ impl Keeper {
         }
         item.set_pending(None);
         self.quiet_until = None;
-        let outcome = match answer.units {
+        let outcome = match answer.units.unwrap_or(0) {
             0 => "empty",
             n if n > 0 => {
                 item.add_leased(n as u64);

@@ -1,0 +1,182 @@
+//! A cell process from start to drain, the same for both ledger backends: say it
+//! runs, open its own shard (waiting while its standby has it), stand by for
+//! others, serve, give leased stock back, drain.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldc_serve::{Phase, ServeSettings, phase_channel, serve_reloading, serve_with_admin};
+use ldc_topology::{LedgerBackend, Topology};
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::CellAdmin;
+use crate::cell::Cell;
+use crate::error::CellError;
+use crate::gz::keeper;
+use crate::metrics::ShardMetrics;
+use crate::store::Store;
+use crate::takeover::{self, Backing, file_locks::OneHost};
+
+/// What a cell serves on, and what it is told while it runs.
+pub(crate) struct Listeners {
+    pub(crate) listener: TcpListener,
+    pub(crate) admin: TcpListener,
+    pub(crate) registry: Registry,
+    pub(crate) reloads: watch::Receiver<Arc<Topology>>,
+}
+
+/// Runs cell `index` of `topology` until `shutdown` resolves, then drains.
+pub(crate) async fn run(
+    topology: Arc<Topology>,
+    index: usize,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), CellError> {
+    match topology.deploy().ledger.backend {
+        LedgerBackend::Embedded => {
+            let backing = OneHost::announce(topology.clone(), index).await?;
+            run_on(backing, topology, index, listeners, shutdown).await
+        }
+        LedgerBackend::Tikv => tikv(topology, index, listeners, shutdown).await,
+    }
+}
+
+#[cfg(feature = "tikv")]
+async fn tikv(
+    topology: Arc<Topology>,
+    index: usize,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), CellError> {
+    use crate::store::tikv::{TikvStore, key_prefix};
+    use crate::takeover::store_holds::SharedStore;
+
+    let deploy = topology.deploy();
+    let id = &topology.cells()[index].id;
+    let prefix = |cell: &str| key_prefix(&deploy.name, cell);
+    let timeout = Duration::from_millis(deploy.ledger.op_timeout_ms);
+    let (endpoints, commit) = (&deploy.ledger.pd_endpoints, deploy.ledger.commit);
+    let client = TikvStore::connect(endpoints, prefix(id), timeout, commit).await?;
+    let stores: Vec<TikvStore> = topology
+        .cells()
+        .iter()
+        .map(|cell| client.with_prefix(prefix(&cell.id)))
+        .collect();
+    let poll = Duration::from_millis(deploy.takeover.poll_ms);
+    let backing = SharedStore::new(stores, index, id, deploy.takeover.lease_ms, poll);
+    run_on(backing, topology.clone(), index, listeners, shutdown).await
+}
+
+#[cfg(not(feature = "tikv"))]
+async fn tikv(
+    _topology: Arc<Topology>,
+    _index: usize,
+    _listeners: Listeners,
+    _shutdown: impl Future<Output = ()>,
+) -> Result<(), CellError> {
+    Err(CellError::BackendNotBuilt("tikv"))
+}
+
+/// The lifecycle over `backing`.
+async fn run_on<B: Backing>(
+    backing: B,
+    topology: Arc<Topology>,
+    index: usize,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), CellError> {
+    let metrics = ShardMetrics::register(&listeners.registry)?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    // Said from the start, so a standby holding the shard hands it back.
+    let mut presence = std::pin::pin!(backing.presence());
+    let own = tokio::select! {
+        own = backing.open_own(&topology, index, &metrics) => own?,
+        () = &mut shutdown => return Ok(()),
+        () = &mut presence => return Ok(()),
+    };
+    let cell = Arc::new(Cell::new(
+        topology.clone(),
+        index,
+        own,
+        &listeners.registry,
+    )?);
+    let poll = Duration::from_millis(topology.deploy().takeover.poll_ms);
+    let standby = takeover::stand_by(cell.clone(), backing.witness(), metrics, poll);
+    let stopping = async {
+        shutdown.await;
+        give_back(&cell).await;
+    };
+    let result = tokio::select! {
+        served = serve(cell.clone(), listeners, stopping) => served,
+        () = standby => Ok(()),
+        lost = backing.keep(cell.clone()) => Err(lost),
+        () = presence => Ok(()),
+    };
+    if result.is_ok() {
+        backing.leave(&cell).await;
+    }
+    result
+}
+
+/// On a graceful stop, before it drains, every shard this cell serves gives its
+/// leased units back to the global zone, within twice its request timeout; what is
+/// not given back stays recorded here and is sold after the next start. The
+/// listener is still open meanwhile, so the global zone's own host (and others
+/// stopping with it) can still be reached.
+async fn give_back<S: Store + 'static>(cell: &Cell<S>) {
+    let topology = cell.topology();
+    let Some(gz) = &topology.deploy().global_zone else {
+        return;
+    };
+    let bound = Duration::from_millis(gz.request_timeout_ms.saturating_mul(2));
+    let shards: Vec<_> = std::iter::once(cell.own().clone())
+        .chain(cell.taken().iter().cloned())
+        .collect();
+    let all = async {
+        for shard in shards {
+            keeper::give_back(&shard, cell.topologies()).await;
+        }
+    };
+    if tokio::time::timeout(bound, all).await.is_err() {
+        tracing::warn!("leased stock not all given back in {bound:?}; it stays at this cell");
+    }
+}
+
+/// Serves a recovered cell until `shutdown` resolves, then drains, applying the
+/// topologies sent on `reloads` meanwhile.
+async fn serve<S: Store>(
+    cell: Arc<Cell<S>>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), CellError> {
+    let Listeners {
+        listener,
+        admin,
+        registry,
+        reloads,
+    } = listeners;
+    let topology = cell.topology();
+    let settings = ServeSettings::from_deploy(topology.deploy());
+    let (phase, _) = phase_channel();
+    phase.send_replace(Phase::Ready);
+    tracing::info!(
+        cell = %topology.cells()[cell.index()].id,
+        slots = topology.slots_per_cell()[cell.index()],
+        items = cell.own().stock.ids().len(),
+        epoch = cell.own().epoch,
+        "ready"
+    );
+    let routes = CellAdmin(cell.clone());
+    let serving = serve_with_admin(
+        (listener, cell.clone()),
+        (admin, registry, routes),
+        phase,
+        settings,
+        shutdown,
+    );
+    serve_reloading(serving, reloads, |next| cell.reload(next)).await;
+    Ok(())
+}
