@@ -1,13 +1,11 @@
 //! End-to-end: accounts, transfers and orders through the router against a real
 //! cluster, including the answers to bad input and to retried request ids.
 
-mod support;
-
+use crate::support::Cluster;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use ldc::client::Reply;
 use serde_json::{Value, json};
-use support::Cluster;
 
 const ITEMS: &str = "[[items]]\nid = \"hot\"\nname = \"Hot phone\"\nprice = 250\nstock = 30\n";
 

@@ -2,18 +2,16 @@
 //! over by its standby, gets them back when `ldc up` restarts it, and through it all
 //! its users' acknowledged writes survive while every other user sees no error.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::{Cluster, EVENT_TIMEOUT};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use ldc::client::HttpClient;
 use nix::sys::signal::Signal;
 use serde_json::json;
-use support::{Cluster, EVENT_TIMEOUT};
 use tokio::task::JoinSet;
 
 /// One deposit attempt as a user saw it.

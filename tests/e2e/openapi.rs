@@ -2,16 +2,14 @@
 //! exactly the routes in `ldc_cell::ROUTES`, and every operation it documents answers
 //! through a router with a status the document lists and a body its schema allows.
 
-mod support;
-
 use std::collections::BTreeSet;
 
+use crate::support::Cluster;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use ldc::client::Reply;
 use ldc_topology::is_valid_user_id;
 use serde_json::{Value, json};
-use support::Cluster;
 
 const SPEC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/cell/openapi.json");
 

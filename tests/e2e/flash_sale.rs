@@ -2,16 +2,14 @@
 //! SIGKILLed while orders flow loses no acknowledged order and applies no request
 //! id twice.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use crate::support::Cluster;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use ldc::client::HttpClient;
 use serde_json::{Value, json};
-use support::Cluster;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
@@ -153,7 +151,7 @@ async fn a_cell_killed_under_orders_loses_nothing_acknowledged_and_applies_nothi
     cluster.kill9("c2");
     cluster.next_event_matching("restarted cell c2").await;
     let after_restart = confirmed.load(Ordering::Relaxed) + 200;
-    tokio::time::timeout(support::EVENT_TIMEOUT, wait_for(after_restart))
+    tokio::time::timeout(crate::support::EVENT_TIMEOUT, wait_for(after_restart))
         .await
         .expect("orders succeed again after the restart");
     stop.store(true, Ordering::Relaxed);

@@ -1,8 +1,6 @@
 //! Test harness: a whole local cluster started by `ldc up` on free ports, with the
 //! addresses and pids it reports, and SIGKILL at hand.
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
-
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::SocketAddr;

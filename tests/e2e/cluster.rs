@@ -1,15 +1,13 @@
 //! End-to-end: a real cluster from `ldc up` on free ports: routing, refusals, error
 //! codes, a SIGKILLed cell and the supervisor's restarts and shutdown.
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use crate::support::{Cluster, EVENT_TIMEOUT, alive};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use nix::sys::signal::Signal;
-use support::{Cluster, EVENT_TIMEOUT, alive};
 
 #[tokio::test]
 async fn every_user_lands_on_the_cell_the_placement_names() {

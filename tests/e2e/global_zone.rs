@@ -2,18 +2,16 @@
 //! across SIGKILLs of a cell and of the global zone's host. Never oversold, not
 //! undersold, every lease accounted for on both sides.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::Cluster;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use support::Cluster;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
