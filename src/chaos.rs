@@ -1,7 +1,8 @@
 //! `ldc chaos`: kills, restarts, stops and continues cells on a seeded schedule while
-//! a workload runs through the router, then heals everything and checks DESIGN.md's
-//! invariants against the workload's record of every acknowledged reply and against
-//! each cell's `/admin/audit`. Exit code 0 only when all hold.
+//! a workload runs through the router, then heals everything and checks the
+//! invariants of docs/DESIGN.md against the workload's record of every
+//! acknowledged reply and against each cell's `/admin/audit`. Exit code 0 only
+//! when all hold.
 
 mod check;
 mod report;

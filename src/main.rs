@@ -94,7 +94,7 @@ fn main() -> ExitCode {
 /// child when the host has fewer than twice as many cores as children). With one
 /// worker, the multi-thread runtime still polls `main` on a second thread and pays
 /// for cross-thread wakeups: the current-thread one served 5% more requests per
-/// second through the router at 5% less CPU per request (README, "Router against
+/// second through the router at 5% less CPU per request (docs/benchmarks.md, "Router against
 /// nginx").
 fn block_on(main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     let one_worker = std::env::var("TOKIO_WORKER_THREADS")

@@ -80,7 +80,7 @@ struct Settings {
 
 /// Worker threads per child when `children` processes share this host: one per
 /// core would have every process wake as many threads as there are cores, which on a
-/// small host costs a third of the throughput (README, "Router against nginx").
+/// small host costs a third of the throughput (docs/benchmarks.md, "Router against nginx").
 fn worker_threads(children: usize) -> Option<usize> {
     if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
         return None;

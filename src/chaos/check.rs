@@ -1,6 +1,7 @@
 //! The verdict: the workload's record of every acknowledged reply against the
-//! cluster's final state, invariant by invariant (DESIGN.md). Pure data in, a list
-//! of violations out, so a test can feed it doctored records and see it fail.
+//! cluster's final state, invariant by invariant (docs/DESIGN.md, "Invariants").
+//! Pure data in, a list of violations out, so a test can feed it doctored records
+//! and see it fail.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -62,7 +63,7 @@ pub struct Violation {
     pub detail: String,
 }
 
-/// The invariants, in the order of DESIGN.md.
+/// The invariants, in the order of docs/DESIGN.md, "Invariants".
 pub const INVARIANTS: [&str; 7] = [
     "no_oversell",
     "no_lost_acknowledgement",
