@@ -194,6 +194,10 @@ async fn finish<T: Transaction>(
     stock.received = stock.received.saturating_add_signed(units);
     stock.leases = seq;
     stock.pending = None;
+    debug_assert!(
+        stock.sold <= stock.received,
+        "{item_id}: a return left the cell holding less than it sold"
+    );
     txn.put(keys::stock(item_id), stock.encode()).await?;
     let record = LeaseRecord {
         item_id: item_id.to_owned(),
@@ -291,6 +295,10 @@ async fn grant<T: Transaction>(
     quota.leases = seq;
     quota.asked = asked;
     quota.last = units;
+    debug_assert!(
+        item.available <= item.stock && quota.held <= item.stock,
+        "{item_id}: the global zone accounts for more units than the item's stock"
+    );
     let record = LeaseRecord {
         item_id: item_id.to_owned(),
         cell: cell.to_owned(),
