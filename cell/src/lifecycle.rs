@@ -40,7 +40,10 @@ pub(crate) async fn run(
             let backing = OneHost::announce(topology.clone(), index).await?;
             run_on(backing, topology, index, listeners, shutdown).await
         }
+        #[cfg(feature = "tikv")]
         LedgerBackend::Tikv => tikv(topology, index, listeners, shutdown).await,
+        #[cfg(not(feature = "tikv"))]
+        LedgerBackend::Tikv => Err(CellError::BackendNotBuilt("tikv")),
     }
 }
 
@@ -68,16 +71,6 @@ async fn tikv(
     let poll = Duration::from_millis(deploy.takeover.poll_ms);
     let backing = SharedStore::new(stores, index, id, deploy.takeover.lease_ms, poll);
     run_on(backing, topology.clone(), index, listeners, shutdown).await
-}
-
-#[cfg(not(feature = "tikv"))]
-async fn tikv(
-    _topology: Arc<Topology>,
-    _index: usize,
-    _listeners: Listeners,
-    _shutdown: impl Future<Output = ()>,
-) -> Result<(), CellError> {
-    Err(CellError::BackendNotBuilt("tikv"))
 }
 
 /// The lifecycle over `backing`.
