@@ -38,7 +38,7 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: Request<Incoming>) -> impl Future<Output = Response<Self::Body>> + Send;
 
     /// Takes an HTTP/1.1 connection to serve with a server of its own instead of
-    /// hyper's (the router's front does), or gives it back: the default.
+    /// hyper's (the router's is `serve_http1`), or gives it back: the default.
     fn take_http1(self: Arc<Self>, conn: Http1Connection) -> Result<Served, Http1Connection> {
         Err(conn)
     }
