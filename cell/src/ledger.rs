@@ -26,7 +26,7 @@ pub use lease::{StockWrite, item_metas, stock};
 use money::{Holder, Refusal};
 pub use ownership::{check_owner, claim};
 pub use queries::{balance, confirmed_orders, order_by_seq, page};
-pub use records::{GzItem, ItemMeta, Order, Posting, PostingKind, Stock};
+pub use records::{GlobalItem, ItemMeta, Order, Posting, PostingKind, Stock};
 use records::{Outcome, to_json};
 
 use crate::store::{Overlay, ScanOrder, Snapshot, StoreError, Transaction, prefix_range};

@@ -4,12 +4,12 @@
 use serde_json::{Value, json};
 
 use super::keys;
-use super::records::{GzItem, GzQuota, from_json};
+use super::records::{CellQuota, GlobalItem, from_json};
 use crate::gz::wire::ItemState;
 use crate::store::{Snapshot, StoreError};
 
 /// What the global zone answers about an item.
-pub fn state(item_id: &str, item: &GzItem) -> ItemState {
+pub fn state(item_id: &str, item: &GlobalItem) -> ItemState {
     ItemState {
         item_id: item_id.to_owned(),
         name: item.name.clone(),
@@ -26,7 +26,7 @@ pub fn state(item_id: &str, item: &GzItem) -> ItemState {
 
 /// Every item of the global zone.
 pub async fn items<S: Snapshot>(snapshot: &mut S) -> Result<Vec<ItemState>, StoreError> {
-    let prefix = keys::gz_item_prefix();
+    let prefix = keys::gz::item_prefix();
     let mut items = Vec::new();
     for (key, value) in super::scan_all(snapshot, &prefix).await? {
         if let Some(id) = keys::key_suffix(&key, &prefix) {
@@ -41,11 +41,11 @@ pub async fn items<S: Snapshot>(snapshot: &mut S) -> Result<Vec<ItemState>, Stor
 pub async fn audit<S: Snapshot>(snapshot: &mut S) -> Result<Value, StoreError> {
     let mut audit = serde_json::Map::new();
     for item in items(snapshot).await? {
-        let prefix = keys::gz_quota_prefix(&item.item_id);
+        let prefix = keys::gz::quota_prefix(&item.item_id);
         let mut cells = serde_json::Map::new();
         let mut held = 0u64;
         for (key, value) in super::scan_all(snapshot, &prefix).await? {
-            let quota: GzQuota = from_json(&value, "quota")?;
+            let quota: CellQuota = from_json(&value, "quota")?;
             if let Some(cell) = keys::key_suffix(&key, &prefix) {
                 held += quota.held;
                 cells.insert(

@@ -161,27 +161,32 @@ pub fn lease(item: &str, seq: u64) -> Vec<u8> {
     with_seq(cell_key(LEASE, &[item]), seq)
 }
 
-pub fn gz_item(item: &str) -> Vec<u8> {
-    cell_key(GZ_ITEM, &[item])
-}
+/// The global zone's keys: its items, each cell's quota of them, and the leases.
+pub mod gz {
+    use super::{CELL, GZ_ITEM, GZ_LEASE, GZ_QUOTA, cell_key, with_seq};
 
-pub fn gz_item_prefix() -> Vec<u8> {
-    vec![CELL, GZ_ITEM]
-}
+    pub fn item(item: &str) -> Vec<u8> {
+        cell_key(GZ_ITEM, &[item])
+    }
 
-pub fn gz_quota(item: &str, cell: &str) -> Vec<u8> {
-    cell_key(GZ_QUOTA, &[item, cell])
-}
+    pub fn item_prefix() -> Vec<u8> {
+        vec![CELL, GZ_ITEM]
+    }
 
-/// `02 'q' item 00`: every cell's quota of `item`.
-pub fn gz_quota_prefix(item: &str) -> Vec<u8> {
-    let mut key = cell_key(GZ_QUOTA, &[item]);
-    key.push(0);
-    key
-}
+    pub fn quota(item: &str, cell: &str) -> Vec<u8> {
+        cell_key(GZ_QUOTA, &[item, cell])
+    }
 
-pub fn gz_lease(item: &str, cell: &str, seq: u64) -> Vec<u8> {
-    with_seq(cell_key(GZ_LEASE, &[item, cell]), seq)
+    /// `02 'q' item 00`: every cell's quota of `item`.
+    pub fn quota_prefix(item: &str) -> Vec<u8> {
+        let mut key = cell_key(GZ_QUOTA, &[item]);
+        key.push(0);
+        key
+    }
+
+    pub fn lease(item: &str, cell: &str, seq: u64) -> Vec<u8> {
+        with_seq(cell_key(GZ_LEASE, &[item, cell]), seq)
+    }
 }
 
 /// The last zero-terminated part of a cell-wide key under `prefix`.
@@ -261,15 +266,18 @@ mod tests {
 
     #[test]
     fn global_zone_keys_keep_items_and_cells_apart() {
-        assert!(!gz_quota("hot2", "a1").starts_with(&gz_quota_prefix("hot")));
-        assert!(gz_quota("hot", "a1").starts_with(&gz_quota_prefix("hot")));
+        assert!(!gz::quota("hot2", "a1").starts_with(&gz::quota_prefix("hot")));
+        assert!(gz::quota("hot", "a1").starts_with(&gz::quota_prefix("hot")));
         assert_eq!(
-            key_suffix(&gz_quota("hot", "a-1"), &gz_quota_prefix("hot")),
+            key_suffix(&gz::quota("hot", "a-1"), &gz::quota_prefix("hot")),
             Some("a-1")
         );
-        assert_eq!(key_suffix(&gz_item("hot"), &gz_item_prefix()), Some("hot"));
+        assert_eq!(
+            key_suffix(&gz::item("hot"), &gz::item_prefix()),
+            Some("hot")
+        );
         assert!(lease("hot", 2) < lease("hot", 10));
-        assert!(gz_lease("hot", "a1", u64::MAX) < gz_lease("hot", "a10", 0));
-        assert!(!item_meta("x").starts_with(&gz_item_prefix()));
+        assert!(gz::lease("hot", "a1", u64::MAX) < gz::lease("hot", "a10", 0));
+        assert!(!item_meta("x").starts_with(&gz::item_prefix()));
     }
 }

@@ -10,7 +10,9 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::gz::state;
-use super::records::{GzItem, GzQuota, ItemMeta, LeaseRecord, Pending, Stock, from_json, to_json};
+use super::records::{
+    CellQuota, GlobalItem, ItemMeta, LeaseRecord, Pending, Stock, from_json, to_json,
+};
 use super::{Reply, keys};
 use crate::store::{Snapshot, StoreError, Transaction};
 
@@ -68,11 +70,11 @@ async fn read_stock<T: Transaction>(txn: &mut T, item_id: &str) -> Result<Stock,
     }
 }
 
-async fn read_gz_item<T: Transaction>(
+async fn read_global_item<T: Transaction>(
     txn: &mut T,
     item_id: &str,
-) -> Result<Option<GzItem>, StoreError> {
-    match txn.get_for_update(&keys::gz_item(item_id)).await? {
+) -> Result<Option<GlobalItem>, StoreError> {
+    match txn.get_for_update(&keys::gz::item(item_id)).await? {
         Some(bytes) => Ok(Some(from_json(&bytes, "global item")?)),
         None => Ok(None),
     }
@@ -227,15 +229,15 @@ async fn grant<T: Transaction>(
     (cells, lease_min): (u64, u64),
     now_ms: u64,
 ) -> Result<Reply, StoreError> {
-    let Some(mut item) = read_gz_item(txn, item_id).await? else {
+    let Some(mut item) = read_global_item(txn, item_id).await? else {
         return Ok(unknown_item(item_id));
     };
-    let quota_key = keys::gz_quota(item_id, cell);
+    let quota_key = keys::gz::quota(item_id, cell);
     let mut quota = match txn.get_for_update(&quota_key).await? {
-        Some(bytes) => from_json::<GzQuota>(&bytes, "quota")?,
-        None => GzQuota::default(),
+        Some(bytes) => from_json::<CellQuota>(&bytes, "quota")?,
+        None => CellQuota::default(),
     };
-    let answer = |units: i64, item: &GzItem| {
+    let answer = |units: i64, item: &GlobalItem| {
         let mut body = state(item_id, item);
         body.cell = Some(cell.to_owned());
         body.seq = Some(seq);
@@ -306,10 +308,10 @@ async fn grant<T: Transaction>(
         units,
         at_ms: now_ms,
     };
-    txn.put(keys::gz_lease(item_id, cell, seq), to_json(&record))
+    txn.put(keys::gz::lease(item_id, cell, seq), to_json(&record))
         .await?;
     txn.put(quota_key, to_json(&quota)).await?;
-    txn.put(keys::gz_item(item_id), to_json(&item)).await?;
+    txn.put(keys::gz::item(item_id), to_json(&item)).await?;
     Ok(reply(StatusCode::CREATED, &answer(units, &item), true))
 }
 
@@ -320,7 +322,7 @@ async fn create<T: Transaction>(
     price: i64,
     stock: u64,
 ) -> Result<Reply, StoreError> {
-    if let Some(item) = read_gz_item(txn, item_id).await? {
+    if let Some(item) = read_global_item(txn, item_id).await? {
         if (item.name.as_str(), item.price, item.stock) == (name, price, stock) {
             return Ok(reply(StatusCode::OK, &json!(state(item_id, &item)), false));
         }
@@ -331,14 +333,14 @@ async fn create<T: Transaction>(
         body["error"]["item"] = json!(state(item_id, &item));
         return Ok(reply(StatusCode::CONFLICT, &body, false));
     }
-    let item = GzItem {
+    let item = GlobalItem {
         name: name.to_owned(),
         price,
         stock,
         available: stock,
         closed: false,
     };
-    txn.put(keys::gz_item(item_id), to_json(&item)).await?;
+    txn.put(keys::gz::item(item_id), to_json(&item)).await?;
     Ok(reply(
         StatusCode::CREATED,
         &json!(state(item_id, &item)),
@@ -347,12 +349,12 @@ async fn create<T: Transaction>(
 }
 
 async fn close<T: Transaction>(txn: &mut T, item_id: &str) -> Result<Reply, StoreError> {
-    let Some(mut item) = read_gz_item(txn, item_id).await? else {
+    let Some(mut item) = read_global_item(txn, item_id).await? else {
         return Ok(unknown_item(item_id));
     };
     let applied = !item.closed;
     item.closed = true;
-    txn.put(keys::gz_item(item_id), to_json(&item)).await?;
+    txn.put(keys::gz::item(item_id), to_json(&item)).await?;
     Ok(reply(
         StatusCode::OK,
         &json!(state(item_id, &item)),

@@ -115,7 +115,7 @@ pub struct ItemMeta {
 /// An item in the global zone: its stock, and its global account (units no cell
 /// holds). `stock == available + ` every cell's quota.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GzItem {
+pub struct GlobalItem {
     pub name: String,
     pub price: i64,
     pub stock: u64,
@@ -125,7 +125,7 @@ pub struct GzItem {
 
 /// A cell's quota account of one item in the global zone.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GzQuota {
+pub struct CellQuota {
     /// Units the cell holds: leased minus returned.
     pub held: u64,
     /// Sequence number of the cell's last lease applied here.
