@@ -19,10 +19,9 @@ use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use h2::client::SendRequest;
 use h2::{Ping, PingPong, RecvStream};
-use http::header::{self, HeaderMap};
 use http::{Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
-use ldc_serve::Coalesce;
+use ldc_serve::{Coalesce, content_length};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout_at};
@@ -255,14 +254,6 @@ impl Channel {
         tracing::debug!(%addr, "connected to cell over HTTP/2");
         Ok(sender)
     }
-}
-
-/// A message's declared `Content-Length`, when it has a valid one.
-pub fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
 }
 
 /// Pings every [`KEEPALIVE_INTERVAL`]; returns why the connection should go.

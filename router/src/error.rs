@@ -1,6 +1,7 @@
 //! Why the router answered a request itself instead of with a cell's response.
 
 use http::StatusCode;
+use ldc_serve::{BodyError, ChunkError, HeadError, Http1Error};
 
 /// A request the router could not (or would not) hand to a cell. The status, the
 /// error code and whether a client may safely retry follow from the variant.
@@ -99,5 +100,30 @@ impl RouteError {
                 | Self::CellBusy(_)
                 | Self::CellSaturated(..)
         )
+    }
+}
+
+impl From<Http1Error> for RouteError {
+    fn from(error: Http1Error) -> Self {
+        match error {
+            Http1Error::Head(HeadError::TooLarge(max))
+            | Http1Error::Chunked(ChunkError::TrailersTooLarge(max)) => Self::HeadTooLarge(max),
+            Http1Error::Head(HeadError::TooManyHeaders(max)) => Self::TooManyHeaders(max),
+            Http1Error::Head(error) => Self::BadRequest(error.to_string()),
+            Http1Error::Chunked(ChunkError::TooLarge(max)) | Http1Error::BodyTooLarge(max) => {
+                Self::BodyTooLarge(max)
+            }
+            Http1Error::Chunked(error) => Self::InvalidBody(error.to_string()),
+            Http1Error::BodyTimeout(waited) => Self::BodyTimeout(waited.as_millis() as u64),
+        }
+    }
+}
+
+impl From<BodyError> for RouteError {
+    fn from(error: BodyError) -> Self {
+        match error {
+            BodyError::TooLarge(max) => Self::BodyTooLarge(max),
+            BodyError::Unreadable(cause) => Self::InvalidBody(cause),
+        }
     }
 }

@@ -7,10 +7,12 @@
 
 mod channel;
 mod error;
-mod front;
 mod health;
+mod hop;
 mod metrics;
 mod proxy;
+mod retry;
+mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
