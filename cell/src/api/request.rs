@@ -3,12 +3,9 @@
 
 use std::future::Future;
 
-use bytes::Bytes;
 use http::Request;
-use http::header::CONTENT_LENGTH;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Body as _;
 use hyper::body::Incoming;
+use ldc_serve::{BodyError, content_length, read_bounded};
 use ldc_topology::{MAX_MONEY, is_valid_user_id};
 use serde::Deserialize;
 
@@ -23,41 +20,18 @@ pub(crate) fn json_body<T: for<'de> Deserialize<'de>>(
     req: Request<Incoming>,
     max: u64,
 ) -> impl Future<Output = Result<T, CellError>> + Send + 'static {
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = content_length(req.headers());
     let body = req.into_body();
     async move {
-        if declared.is_some_and(|len| len > max) {
-            return Err(CellError::BodyTooLarge(max));
-        }
-        let mut body = Limited::new(body, max as usize);
-        let unreadable = |err: Box<dyn std::error::Error + Send + Sync>| {
-            if err.is::<LengthLimitError>() {
-                CellError::BodyTooLarge(max)
-            } else {
-                CellError::InvalidBody {
+        let bytes = read_bounded(body, declared, max)
+            .await
+            .map_err(|err| match err {
+                BodyError::TooLarge(max) => CellError::BodyTooLarge(max),
+                BodyError::Unreadable(_) => CellError::InvalidBody {
                     field: None,
-                    message: format!("cannot read the body: {err}"),
-                }
-            }
-        };
-        // Most bodies arrive in one frame: take it as it is.
-        let first = match body.frame().await {
-            Some(frame) => frame.map_err(unreadable)?.into_data().unwrap_or_default(),
-            None => Bytes::new(),
-        };
-        let bytes = if body.is_end_stream() {
-            first
-        } else {
-            let rest = Box::pin(body.collect())
-                .await
-                .map_err(unreadable)?
-                .to_bytes();
-            [first, rest].concat().into()
-        };
+                    message: err.to_string(),
+                },
+            })?;
         serde_json::from_slice(&bytes).map_err(|err| CellError::InvalidBody {
             field: None,
             message: format!("invalid JSON body: {err}"),
