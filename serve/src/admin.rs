@@ -192,3 +192,6 @@ pub async fn serve_with_admin<H: Handler, R: AdminRoutes>(
     };
     tokio::join!(main_server, admin_server);
 }
+
+#[cfg(test)]
+mod tests;

@@ -67,3 +67,123 @@ where
         .to_bytes();
     Ok([first, rest].concat().into())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use http::HeaderValue;
+    use hyper::body::Frame;
+
+    use super::*;
+
+    /// A body arriving in the given frames, or failing where one is an error.
+    struct Frames(VecDeque<Result<Bytes, &'static str>>);
+
+    impl Frames {
+        fn of(frames: impl IntoIterator<Item = Result<&'static [u8], &'static str>>) -> Self {
+            Self(
+                frames
+                    .into_iter()
+                    .map(|f| f.map(Bytes::from_static))
+                    .collect(),
+            )
+        }
+    }
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = &'static str;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, &'static str>>> {
+            Poll::Ready(self.0.pop_front().map(|frame| frame.map(Frame::data)))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_up_to_its_bound() {
+        let one = Bytes::from_static(b"one frame");
+        let read = read_bounded(Frames(VecDeque::from([Ok(one.clone())])), None, 9).await;
+        // Taken as it came: the same bytes, not a copy.
+        assert_eq!(read.as_deref().map(<[u8]>::as_ptr), Ok(one.as_ptr()));
+        let three = Frames::of([Ok(&b"ab"[..]), Ok(b""), Ok(b"cd")]);
+        assert_eq!(
+            read_bounded(three, Some(4), 4).await,
+            Ok(Bytes::from_static(b"abcd"))
+        );
+        assert_eq!(
+            read_bounded(Frames::of([]), None, 0).await,
+            Ok(Bytes::new())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_over_its_bound_is_refused_declared_or_found() {
+        let small = || Frames::of([Ok(&b"ab"[..])]);
+        assert_eq!(
+            read_bounded(small(), Some(5), 4).await,
+            Err(BodyError::TooLarge(4))
+        );
+        let over = Frames::of([Ok(&b"abc"[..]), Ok(b"de")]);
+        assert_eq!(
+            read_bounded(over, None, 4).await,
+            Err(BodyError::TooLarge(4))
+        );
+        let first_over = Frames::of([Ok(&b"abcde"[..])]);
+        assert_eq!(
+            read_bounded(first_over, Some(1), 4).await,
+            Err(BodyError::TooLarge(4))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_body_says_why() {
+        for frames in [
+            Frames::of([Err("stream reset")]),
+            Frames::of([Ok(&b"ab"[..]), Err("stream reset")]),
+        ] {
+            let error = read_bounded(frames, None, 64).await;
+            assert_eq!(error, Err(BodyError::Unreadable("stream reset".into())));
+            let message = error.map_err(|err| err.to_string());
+            assert_eq!(message, Err("cannot read the body: stream reset".into()));
+        }
+    }
+
+    /// Checked at compile time, for every body that can be sent between threads.
+    #[test]
+    fn the_reading_can_be_spawned_when_its_body_can() {
+        fn spawnable(_: impl Future + Send + 'static) {}
+        fn any_body<B>(body: B)
+        where
+            B: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+                + Send
+                + 'static,
+        {
+            spawnable(read_bounded(body, None, 1));
+        }
+        any_body(Frames::of([]));
+    }
+
+    #[test]
+    fn only_a_valid_content_length_is_taken() {
+        let length = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_LENGTH, HeaderValue::from_static(value));
+            content_length(&headers)
+        };
+        assert_eq!(length("42"), Some(42));
+        assert_eq!(length("-1"), None);
+        assert_eq!(length("4 2"), None);
+        assert_eq!(content_length(&HeaderMap::new()), None);
+    }
+}

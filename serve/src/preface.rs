@@ -135,3 +135,93 @@ impl AsyncWrite for AfterPreface {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::{Opening, PREFACE, opening};
+
+    const TIMEOUT: Duration = Duration::from_millis(300);
+
+    /// A connected client, and the server's side of its connection.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("address"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (client, server)
+    }
+
+    /// How the server takes a connection whose client sent `sent` first.
+    async fn opened_with(sent: &[u8]) -> (TcpStream, Option<Opening>) {
+        let (mut client, server) = pair().await;
+        client.write_all(sent).await.expect("write");
+        (client, opening(server, TIMEOUT).await)
+    }
+
+    #[tokio::test]
+    async fn the_http2_preface_opens_http2_and_is_read_again_by_its_server() {
+        let sent = [&PREFACE[..], b"SETTINGS"].concat();
+        let (mut client, opened) = opened_with(&sent).await;
+        let Some(Opening::Http2(mut stream)) = opened else {
+            panic!("not HTTP/2: {opened:?}");
+        };
+        let moved = stream.moved();
+        let mut preface = [0u8; PREFACE.len()];
+        stream.read_exact(&mut preface).await.expect("read");
+        assert_eq!(&preface, PREFACE);
+        // Replayed, not received: the idle check counts what the client sends.
+        assert_eq!(moved.load(Ordering::Relaxed), 0);
+        let mut settings = [0u8; 8];
+        stream.read_exact(&mut settings).await.expect("read");
+        assert_eq!(&settings, b"SETTINGS");
+        let after_read = moved.load(Ordering::Relaxed);
+        assert!(after_read >= 1, "reads not counted");
+        stream.write_all(b"ack").await.expect("write");
+        assert!(
+            moved.load(Ordering::Relaxed) > after_read,
+            "writes not counted"
+        );
+        let mut ack = [0u8; 3];
+        client.read_exact(&mut ack).await.expect("read the ack");
+        assert_eq!(&ack, b"ack");
+    }
+
+    #[tokio::test]
+    async fn anything_else_opens_http1_with_nothing_consumed() {
+        for sent in [&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], b"PRX", b"G"] {
+            let (_client, opened) = opened_with(sent).await;
+            let Some(Opening::Http1(mut stream)) = opened else {
+                panic!("{sent:?} is not HTTP/1.1: {opened:?}");
+            };
+            let mut read = vec![0u8; sent.len()];
+            stream.read_exact(&mut read).await.expect("read");
+            assert_eq!(read, sent);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_false_or_unfinished_preface_is_dropped() {
+        for sent in [&b"PRI * HTTP/1.1\r\n\r\nSM\r\n\r\n"[..], &PREFACE[..10]] {
+            let (_client, opened) = opened_with(sent).await;
+            assert!(opened.is_none(), "{sent:?} was taken: {opened:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_closes_or_stays_silent_is_dropped() {
+        let (client, server) = pair().await;
+        drop(client);
+        assert!(opening(server, TIMEOUT).await.is_none());
+        let (_silent, server) = pair().await;
+        let started = tokio::time::Instant::now();
+        assert!(opening(server, TIMEOUT).await.is_none());
+        assert!(started.elapsed() >= TIMEOUT);
+    }
+}
