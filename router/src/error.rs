@@ -127,3 +127,109 @@ impl From<BodyError> for RouteError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// What a client is told: status, code and message.
+    fn told(error: impl Into<RouteError>) -> (u16, &'static str, String) {
+        let error = error.into();
+        (error.status().as_u16(), error.code(), error.to_string())
+    }
+
+    #[test]
+    fn unreadable_http1_requests_are_answered_by_where_they_broke() {
+        let cases: [(Http1Error, (u16, &str, &str)); 8] = [
+            (
+                HeadError::TooLarge(65536).into(),
+                (
+                    431,
+                    "head_too_large",
+                    "request head is larger than 65536 bytes",
+                ),
+            ),
+            (
+                HeadError::TooManyHeaders(100).into(),
+                (
+                    431,
+                    "head_too_large",
+                    "request has more than 100 header lines",
+                ),
+            ),
+            (
+                HeadError::LengthAndEncoding.into(),
+                (
+                    400,
+                    "bad_request",
+                    "malformed request: Transfer-Encoding and Content-Length together",
+                ),
+            ),
+            (
+                ChunkError::InvalidSize.into(),
+                (
+                    400,
+                    "invalid_body",
+                    "cannot read the request body: invalid chunk size",
+                ),
+            ),
+            (
+                ChunkError::TooLarge(1024).into(),
+                (
+                    413,
+                    "body_too_large",
+                    "request body is larger than 1024 bytes",
+                ),
+            ),
+            (
+                ChunkError::TrailersTooLarge(65536).into(),
+                (
+                    431,
+                    "head_too_large",
+                    "request head is larger than 65536 bytes",
+                ),
+            ),
+            (
+                Http1Error::BodyTooLarge(1024),
+                (
+                    413,
+                    "body_too_large",
+                    "request body is larger than 1024 bytes",
+                ),
+            ),
+            (
+                Http1Error::BodyTimeout(Duration::from_millis(1500)),
+                (
+                    408,
+                    "body_timeout",
+                    "request body not received within 1500 ms",
+                ),
+            ),
+        ];
+        for (error, (status, code, message)) in cases {
+            assert_eq!(told(error), (status, code, message.to_owned()));
+        }
+    }
+
+    #[test]
+    fn unreadable_http2_bodies_are_answered_413_or_400() {
+        assert_eq!(
+            told(BodyError::TooLarge(1024)),
+            (
+                413,
+                "body_too_large",
+                "request body is larger than 1024 bytes".into()
+            )
+        );
+        assert_eq!(
+            told(BodyError::Unreadable("stream reset".into())),
+            (
+                400,
+                "invalid_body",
+                "cannot read the request body: stream reset".into()
+            )
+        );
+    }
+}

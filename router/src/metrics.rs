@@ -149,3 +149,26 @@ impl CellMetrics {
         self.upstream[kind as usize].inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_status_a_cell_sends_is_counted_in_a_class() {
+        let metrics = Metrics::register(&Registry::new()).expect("registered");
+        let cell = metrics.cell("a1");
+        for code in [100, 204, 302, 404, 503, 599, 600, 999] {
+            let status = StatusCode::from_u16(code).expect("a valid status");
+            cell.observe(Some(&Method::GET), status, 0.001);
+        }
+        let counted = CLASSES.map(|class| {
+            metrics
+                .requests
+                .with_label_values(&["a1", "GET", class])
+                .get()
+        });
+        // Past 5xx there are no classes: the rest count as 5xx.
+        assert_eq!(counted, [1, 1, 1, 1, 4]);
+    }
+}

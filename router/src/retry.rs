@@ -121,3 +121,40 @@ fn idempotent(request: &Forward) -> bool {
     matches!(request.method, Method::GET | Method::HEAD)
         || serde_json::from_slice::<Keyed>(&request.body).is_ok_and(|k| k.request_id.is_some())
 }
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+
+    use super::*;
+
+    fn forward(method: Method, body: &'static str) -> Forward {
+        Forward {
+            method,
+            path_and_query: None,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn only_reads_and_deduplicated_writes_are_sent_twice() {
+        let cases = [
+            (Method::GET, "", true),
+            (Method::HEAD, "", true),
+            (Method::POST, r#"{"request_id":"r-1","quantity":1}"#, true),
+            (Method::PUT, r#"{"request_id":7}"#, true),
+            (Method::POST, r#"{"quantity":1}"#, false),
+            (Method::POST, r#"{"request_id":null}"#, false),
+            (Method::POST, "request_id", false),
+            (Method::DELETE, "", false),
+        ];
+        for (method, body, twice) in cases {
+            assert_eq!(
+                idempotent(&forward(method.clone(), body)),
+                twice,
+                "{method} {body}"
+            );
+        }
+    }
+}
