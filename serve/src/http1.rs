@@ -11,8 +11,6 @@
 mod chunked;
 mod parse;
 #[cfg(test)]
-mod testing;
-#[cfg(test)]
 mod tests;
 
 use std::fmt::Display;

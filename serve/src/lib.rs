@@ -13,6 +13,8 @@ mod preface;
 mod reply;
 mod server;
 mod signal;
+#[cfg(test)]
+mod testing;
 
 pub use admin::{AdminRoutes, serve_with_admin};
 pub use body::{BodyError, content_length, read_bounded};

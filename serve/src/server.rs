@@ -19,7 +19,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
-use crate::Coalesce;
+use crate::coalesce::Coalesce;
 use crate::idle::serve_until_quiet;
 use crate::preface::{Opening, opening};
 

@@ -10,8 +10,8 @@ use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::testing::{Message, message, reads};
 use super::*;
+use crate::testing::{Message, message, reads};
 
 /// The requests in `pieces`, read as a connection reads them: one piece at a
 /// time, each head as soon as it is whole, then its body.

@@ -5,7 +5,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use super::*;
-use crate::http1::testing::{chunked, field, reads};
+use crate::testing::{chunked, field, reads};
 
 /// Feeds `pieces` one by one, as reads would bring them, until the decoder
 /// answers with a body or an error (`Ok(None)` when it still needs more); with

@@ -1,5 +1,5 @@
-//! Generated HTTP/1.1 messages and their encodings, for the parser's property
-//! tests.
+//! Generated HTTP/1.1 messages and their encodings, for the property tests of
+//! the HTTP/1.1 parser.
 
 use proptest::collection::vec;
 use proptest::prelude::*;
