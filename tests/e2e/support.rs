@@ -329,10 +329,6 @@ impl Cluster {
         std::fs::write(&self.config, text).expect("rewrite deploy file");
     }
 
-    pub fn data_dir(&self) -> &Path {
-        &self.data
-    }
-
     /// `url` of a cell's `/admin/audit`.
     pub fn audit_url(&self, cell: &str) -> String {
         format!("http://{}/admin/audit", self.proc(cell).admin)
