@@ -10,6 +10,7 @@
 
 mod chunked;
 mod parse;
+mod response;
 #[cfg(test)]
 mod tests;
 
@@ -17,11 +18,10 @@ use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header;
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, Version};
 use hyper::body::Body;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -30,7 +30,7 @@ use tokio::time::{Instant, Sleep};
 
 use self::chunked::{ChunkedDecoder, Decoded};
 use self::parse::{Framing, Head, MAX_HEAD_BYTES, parse_head};
-use crate::body::content_length;
+use self::response::{Asked, Shape, write_head};
 use crate::server::Http1Connection;
 
 pub use self::chunked::ChunkError;
@@ -175,13 +175,6 @@ impl<E: Into<Http1Error>> From<E> for Broken {
     }
 }
 
-/// What of a request shapes its response's framing.
-#[derive(Debug, Clone, Copy)]
-struct Asked {
-    head: bool,
-    version: Version,
-}
-
 struct Conn {
     stream: TcpStream,
     read: BytesMut,
@@ -324,51 +317,18 @@ impl Conn {
         B: Body<Data = Bytes, Error: Display> + Unpin,
     {
         let (parts, mut body) = response.into_parts();
-        let status = parts.status;
-        // Their headers go as they are (a HEAD's Content-Length says what a GET
-        // would get); their body, if any, is dropped.
-        let bodiless = asked.head
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
-        let length = body
-            .size_hint()
-            .exact()
-            .or_else(|| content_length(&parts.headers));
-        let http10 = asked.version == Version::HTTP_10;
-        let chunked = !bodiless && length.is_none() && !http10;
-        // Without a length, an HTTP/1.0 client learns where the body ends from
-        // the close.
-        let keep_alive = keep_alive && (bodiless || chunked || length.is_some());
-        let w = &mut self.write;
-        w.extend_from_slice(b"HTTP/1.1 ");
-        w.extend_from_slice(status.as_str().as_bytes());
-        w.push(b' ');
-        w.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-        w.extend_from_slice(b"\r\n");
-        let mut dated = false;
-        for (name, value) in &parts.headers {
-            let framing = name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
-            if name == header::CONNECTION || (framing && !bodiless) {
-                continue;
-            }
-            dated |= name == header::DATE;
-            header_line(w, name.as_str().as_bytes(), value.as_bytes());
-        }
-        if !dated {
-            DATE.with(|date| header_line(w, b"date", &date.now()));
-        }
-        if chunked {
-            header_line(w, b"transfer-encoding", b"chunked");
-        } else if let (Some(length), false) = (length, bodiless) {
-            header_line(w, b"content-length", decimal(length).as_ref());
-        }
-        if !keep_alive {
-            header_line(w, b"connection", b"close");
-        } else if http10 {
-            header_line(w, b"connection", b"keep-alive");
-        }
-        w.extend_from_slice(b"\r\n");
+        let Shape {
+            bodiless,
+            chunked,
+            length,
+            keep_alive,
+        } = write_head(
+            &mut self.write,
+            &parts,
+            body.size_hint().exact(),
+            asked,
+            keep_alive,
+        );
         if bodiless {
             drop(body);
             self.flush().await?;
@@ -467,32 +427,6 @@ impl Conn {
     }
 }
 
-fn header_line(w: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    w.extend_from_slice(name);
-    w.extend_from_slice(b": ");
-    w.extend_from_slice(value);
-    w.extend_from_slice(b"\r\n");
-}
-
-/// `n` in decimal digits, without an allocation.
-fn decimal(mut n: u64) -> impl AsRef<[u8]> {
-    struct Digits([u8; 20], usize);
-    impl AsRef<[u8]> for Digits {
-        fn as_ref(&self) -> &[u8] {
-            &self.0[self.1..]
-        }
-    }
-    let mut digits = Digits([0; 20], 20);
-    loop {
-        digits.1 -= 1;
-        digits.0[digits.1] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return digits;
-        }
-    }
-}
-
 /// One timer per connection for every deadline it has: moving a deadline later is
 /// free, and the timer, when it fires early, is set again to the deadline now due.
 /// Deadlines move with each request; the timer fires once per timeout at most.
@@ -530,31 +464,5 @@ impl Timer {
                 }
             }
         }
-    }
-}
-
-/// The `Date` header's value, formatted once a second per thread.
-struct DateCache(std::cell::Cell<(u64, [u8; 29])>);
-
-thread_local! {
-    static DATE: DateCache = const { DateCache(std::cell::Cell::new((0, [b' '; 29]))) };
-}
-
-impl DateCache {
-    fn now(&self) -> [u8; 29] {
-        let now = SystemTime::now();
-        let second = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let (cached, text) = self.0.get();
-        if cached == second {
-            return text;
-        }
-        let mut text = [b' '; 29];
-        let formatted = httpdate::fmt_http_date(now);
-        let n = formatted.len().min(29);
-        text[..n].copy_from_slice(&formatted.as_bytes()[..n]);
-        self.0.set((second, text));
-        text
     }
 }

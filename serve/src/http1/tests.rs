@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::Full;
 use proptest::collection::vec;
 use proptest::prelude::*;
