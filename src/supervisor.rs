@@ -122,22 +122,15 @@ pub async fn up(config: &Path) -> ExitCode {
         .data_dir
         .join(format!("{}.resolved.toml", deploy.name));
 
-    let cells: Vec<Spec> = topology
-        .cells()
-        .iter()
-        .map(|c| Spec {
-            role: "cell",
-            id: c.id.clone(),
-        })
-        .collect();
-    let routers: Vec<Spec> = topology
-        .routers()
-        .iter()
-        .map(|r| Spec {
-            role: "router",
-            id: r.id.clone(),
-        })
-        .collect();
+    let specs = |role: &'static str, ids: Vec<&String>| -> Vec<Spec> {
+        let spec = |id: &String| Spec {
+            role,
+            id: id.clone(),
+        };
+        ids.into_iter().map(spec).collect()
+    };
+    let cells = specs("cell", topology.cells().iter().map(|c| &c.id).collect());
+    let routers = specs("router", topology.routers().iter().map(|r| &r.id).collect());
 
     // Cells start from the resolved file while their ports are still unknown, and
     // read it again once every cell has bound: then each knows where the others
@@ -188,28 +181,21 @@ pub async fn up(config: &Path) -> ExitCode {
     let (stop_routers, stopping_routers) = watch::channel(false);
     let (stop_cells, stopping_cells) = watch::channel(false);
     let (reloaded, reloads) = watch::channel(0u64);
-    let mut router_tasks = JoinSet::new();
-    for (spec, running) in routers {
-        let supervise = supervise(
-            spec,
-            running,
-            children_config.clone(),
-            settings.clone(),
-            (stopping_routers.clone(), reloads.clone()),
-        );
-        router_tasks.spawn(supervise);
-    }
-    let mut cell_tasks = JoinSet::new();
-    for (spec, running) in cells {
-        let supervise = supervise(
-            spec,
-            running,
-            children_config.clone(),
-            settings.clone(),
-            (stopping_cells.clone(), reloads.clone()),
-        );
-        cell_tasks.spawn(supervise);
-    }
+    let supervise_all = |children: Vec<_>, stopping: &watch::Receiver<bool>| {
+        let mut tasks = JoinSet::new();
+        for (spec, running) in children {
+            tasks.spawn(supervise(
+                spec,
+                running,
+                children_config.clone(),
+                settings.clone(),
+                (stopping.clone(), reloads.clone()),
+            ));
+        }
+        tasks
+    };
+    let router_tasks = supervise_all(routers, &stopping_routers);
+    let cell_tasks = supervise_all(cells, &stopping_cells);
 
     let reloading = async {
         let Ok(mut hangups) = hangups else {

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ldc_serve::{Phase, ServeSettings, phase_channel, serve_reloading, serve_with_admin};
+use ldc_serve::{ServeSettings, serve_ready};
 use ldc_topology::{LedgerBackend, Topology};
 use prometheus::Registry;
 use tokio::net::TcpListener;
@@ -153,8 +153,6 @@ async fn serve<S: Store>(
     } = listeners;
     let topology = cell.topology();
     let settings = ServeSettings::from_deploy(topology.deploy());
-    let (phase, _) = phase_channel();
-    phase.send_replace(Phase::Ready);
     tracing::info!(
         cell = %topology.cells()[cell.index()].id,
         slots = topology.slots_per_cell()[cell.index()],
@@ -163,13 +161,14 @@ async fn serve<S: Store>(
         "ready"
     );
     let routes = CellAdmin(cell.clone());
-    let serving = serve_with_admin(
+    serve_ready(
         (listener, cell.clone()),
         (admin, registry, routes),
-        phase,
         settings,
+        reloads,
+        |next| cell.reload(next),
         shutdown,
-    );
-    serve_reloading(serving, reloads, |next| cell.reload(next)).await;
+    )
+    .await;
     Ok(())
 }

@@ -17,9 +17,7 @@ mod upstream;
 use std::future::Future;
 use std::sync::Arc;
 
-use ldc_serve::{
-    AdminRoutes, Body, Phase, ServeSettings, json, phase_channel, serve_reloading, serve_with_admin,
-};
+use ldc_serve::{AdminRoutes, Body, ServeSettings, json, serve_ready};
 use ldc_topology::Topology;
 use prometheus::Registry;
 use tokio::net::TcpListener;
@@ -42,17 +40,16 @@ pub async fn run(
     let proxy = Arc::new(Proxy::new(topology, &registry)?);
     // Ready once every cell was probed, so the first routes are informed ones.
     proxy.health().first_round().await;
-    let (phase, _) = phase_channel();
-    phase.send_replace(Phase::Ready);
     let routes = TopologyRoute(proxy.clone());
-    let serving = serve_with_admin(
+    serve_ready(
         (listener, proxy.clone()),
         (admin, registry, routes),
-        phase,
         settings,
+        reloads,
+        |next| proxy.reload(next),
         shutdown,
-    );
-    serve_reloading(serving, reloads, |next| proxy.reload(next)).await;
+    )
+    .await;
     Ok(())
 }
 

@@ -16,11 +16,38 @@ mod signal;
 #[cfg(test)]
 mod testing;
 
-pub use admin::{AdminRoutes, serve_with_admin};
+pub use admin::AdminRoutes;
+use admin::serve_with_admin;
 pub use body::{BodyError, content_length, read_bounded};
 pub use coalesce::Coalesce;
 pub use http1::{ChunkError, HeadError, Http1Error, Http1Limits, Http1Service, serve_http1};
-pub use phase::{Phase, PhaseTx, phase_channel};
+use phase::{Phase, phase_channel};
 pub use reply::{Body, error_body, error_chain, json, json_bytes, json_error};
 pub use server::{Handler, Http1Connection, MAX_CONCURRENT_STREAMS, ServeSettings, Served, serve};
-pub use signal::{announce, reload_on_sighup, serve_reloading, shutdown_signal};
+use signal::serve_reloading;
+pub use signal::{announce, reload_on_sighup, shutdown_signal};
+
+use std::future::Future;
+use std::sync::Arc;
+
+use ldc_topology::Topology;
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Serves a process that is ready: `main`'s handler on its listener and the admin
+/// routes beside it, applying each topology sent on `reloads` with `apply`, until
+/// `shutdown` resolves; then drains, the admin listener last (`admin.rs`).
+pub async fn serve_ready<H: Handler, R: AdminRoutes>(
+    main: (TcpListener, Arc<H>),
+    admin: (TcpListener, Registry, R),
+    settings: ServeSettings,
+    reloads: watch::Receiver<Arc<Topology>>,
+    apply: impl Fn(Arc<Topology>) -> Result<(), Vec<String>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (phase, _) = phase_channel();
+    phase.send_replace(Phase::Ready);
+    let serving = serve_with_admin(main, admin, phase, settings, shutdown);
+    serve_reloading(serving, reloads, apply).await;
+}

@@ -59,6 +59,25 @@ pub(super) struct Movement<'a> {
     at_ms: u64,
 }
 
+impl<'a> Movement<'a> {
+    /// `amount` moved for `request`, posted as `kinds` (out, in), for no order.
+    fn new(
+        kinds: (PostingKind, PostingKind),
+        amount: i64,
+        request: &'a Request,
+        at_ms: u64,
+    ) -> Self {
+        Self {
+            kind_out: kinds.0,
+            kind_in: kinds.1,
+            amount,
+            request_id: &request.request_id,
+            order_id: None,
+            at_ms,
+        }
+    }
+}
+
 /// An account by where it lives: a user's (slot, id) or a system account.
 #[derive(Clone, Copy)]
 pub(super) enum Holder<'a> {
@@ -171,14 +190,12 @@ pub(super) async fn deposit<T: Transaction>(
     amount: i64,
     at_ms: u64,
 ) -> Result<Value, Refusal> {
-    let movement = Movement {
-        kind_out: PostingKind::Deposit,
-        kind_in: PostingKind::Deposit,
+    let movement = Movement::new(
+        (PostingKind::Deposit, PostingKind::Deposit),
         amount,
-        request_id: &request.request_id,
-        order_id: None,
+        request,
         at_ms,
-    };
+    );
     let user = Holder::User(request.slot, &request.user);
     let (_, account) = move_money(overlay, Holder::System(keys::EXTERNAL), user, &movement).await?;
     Ok(json!({
@@ -197,14 +214,12 @@ pub(super) async fn transfer<T: Transaction>(
     amount: i64,
     at_ms: u64,
 ) -> Result<Value, Refusal> {
-    let movement = Movement {
-        kind_out: PostingKind::TransferOut,
-        kind_in: PostingKind::TransferIn,
+    let movement = Movement::new(
+        (PostingKind::TransferOut, PostingKind::TransferIn),
         amount,
-        request_id: &request.request_id,
-        order_id: None,
+        request,
         at_ms,
-    };
+    );
     let from = Holder::User(request.slot, &request.user);
     let to = Holder::User(to_slot, to_user);
     let (account, _) = move_money(overlay, from, to, &movement).await?;
@@ -253,12 +268,13 @@ pub(super) async fn order<T: Transaction>(
     let seq = Account::decode(overlay.get(&account_key).await?.as_deref())?.orders + 1;
     let order_id = format!("o{seq}");
     let movement = Movement {
-        kind_out: PostingKind::Order,
-        kind_in: PostingKind::Sale,
-        amount,
-        request_id: &request.request_id,
         order_id: Some(order_id.clone()),
-        at_ms,
+        ..Movement::new(
+            (PostingKind::Order, PostingKind::Sale),
+            amount,
+            request,
+            at_ms,
+        )
     };
     let user = Holder::User(request.slot, &request.user);
     let (mut account, _) =

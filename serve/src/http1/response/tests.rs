@@ -30,15 +30,8 @@ fn written(
     (String::from_utf8(w).expect("text"), shape)
 }
 
-/// [`written`], less the `Date` line, which changes.
-fn head(
-    status: u16,
-    headers: &[(&'static str, &'static str)],
-    size: Option<u64>,
-    asked: Asked,
-    keep_alive: bool,
-) -> (String, Shape) {
-    let (text, shape) = written(status, headers, size, asked, keep_alive);
+/// A [`written`] head less its `Date` line, which changes.
+fn undated((text, shape): (String, Shape)) -> (String, Shape) {
     let lines: Vec<&str> = text
         .split("\r\n")
         .filter(|line| !line.starts_with("date: "))
@@ -58,7 +51,7 @@ fn shape(bodiless: bool, chunked: bool, length: Option<u64>, keep_alive: bool) -
 #[test]
 fn a_body_of_known_length_is_announced() {
     assert_eq!(
-        head(200, &[("x-a", "1")], Some(5), GET, true),
+        undated(written(200, &[("x-a", "1")], Some(5), GET, true)),
         (
             "HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 5\r\n\r\n".into(),
             shape(false, false, Some(5), true)
@@ -66,7 +59,7 @@ fn a_body_of_known_length_is_announced() {
     );
     // From the header when the body does not say.
     assert_eq!(
-        head(200, &[("content-length", "7")], None, GET, false),
+        undated(written(200, &[("content-length", "7")], None, GET, false)),
         (
             "HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: close\r\n\r\n".into(),
             shape(false, false, Some(7), false)
@@ -77,7 +70,13 @@ fn a_body_of_known_length_is_announced() {
 #[test]
 fn a_body_of_unknown_length_is_chunked_or_ends_with_the_connection() {
     assert_eq!(
-        head(200, &[("transfer-encoding", "gzip")], None, GET, true),
+        undated(written(
+            200,
+            &[("transfer-encoding", "gzip")],
+            None,
+            GET,
+            true
+        )),
         (
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".into(),
             shape(false, true, None, true)
@@ -88,14 +87,14 @@ fn a_body_of_unknown_length_is_chunked_or_ends_with_the_connection() {
         version: Version::HTTP_10,
     };
     assert_eq!(
-        head(200, &[], None, http10, true),
+        undated(written(200, &[], None, http10, true)),
         (
             "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".into(),
             shape(false, false, None, false)
         )
     );
     assert_eq!(
-        head(200, &[], Some(2), http10, true),
+        undated(written(200, &[], Some(2), http10, true)),
         (
             "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n".into(),
             shape(false, false, Some(2), true)
@@ -110,14 +109,20 @@ fn bodiless_answers_keep_their_headers_and_send_no_body() {
         version: Version::HTTP_11,
     };
     assert_eq!(
-        head(200, &[("content-length", "42")], Some(0), asked_head, true),
+        undated(written(
+            200,
+            &[("content-length", "42")],
+            Some(0),
+            asked_head,
+            true
+        )),
         (
             "HTTP/1.1 200 OK\r\ncontent-length: 42\r\n\r\n".into(),
             shape(true, false, Some(0), true)
         )
     );
     for status in [204, 304] {
-        let (text, written) = head(status, &[], None, GET, true);
+        let (text, written) = undated(written(status, &[], None, GET, true));
         assert!(
             !text.contains("content-length") && !text.contains("chunked"),
             "{text}"
