@@ -263,6 +263,7 @@ async fn run(
     for user in &users {
         peers[user.shard].push(user.id.clone());
     }
+    warm_up(&client, topology, &hot.id).await?;
     let baseline = audits(&client, topology).await?;
 
     let plan = Arc::new(Plan {
@@ -518,6 +519,33 @@ async fn heal(client: &HttpClient, url: &str, topology: &Topology) -> Result<(),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// With a global zone, waits for every cell's first lease of `item`: a run measures
+/// faults, not the cold start in which a cell's first buyers wait for its first
+/// units (on a loaded host, longer than `lease_wait_ms`).
+async fn warm_up(client: &HttpClient, topology: &Topology, item: &str) -> Result<(), String> {
+    if topology.global_zone().is_none() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    for cell in topology.cells() {
+        let url = format!("http://{}/v1/items/{item}", cell.listen);
+        loop {
+            let received = client.get(&url).await.ok().map(|reply| reply.json());
+            if received.is_some_and(|item| item["received"].as_u64() > Some(0)) {
+                break;
+            }
+            if started.elapsed() > HEAL_TIMEOUT {
+                return Err(format!(
+                    "cell {} got no {item} from the global zone within {HEAL_TIMEOUT:?}",
+                    cell.id
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
 }
 
 /// Whether every cell is ready and lists its own shard among those it serves.
