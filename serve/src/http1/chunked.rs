@@ -112,11 +112,17 @@ impl ChunkedDecoder {
     }
 }
 
-/// Where the line at the front of `buf` ends (its CRLF), once it is buffered.
+/// Where the line at the front of `buf` ends (its CRLF), once it is buffered. A
+/// line is at most [`MAX_CHUNK_LINE`] bytes before its CRLF, whether it arrives
+/// in pieces or whole, and only that much of `buf` is searched.
 fn line_end(buf: &[u8]) -> Result<Option<usize>, ChunkError> {
-    match buf.windows(2).position(|w| w == b"\r\n") {
+    let bound = MAX_CHUNK_LINE + 2;
+    match buf[..buf.len().min(bound)]
+        .windows(2)
+        .position(|w| w == b"\r\n")
+    {
         Some(end) => Ok(Some(end)),
-        None if buf.len() > MAX_CHUNK_LINE => Err(ChunkError::LineTooLong),
+        None if buf.len() >= bound => Err(ChunkError::LineTooLong),
         None => Ok(None),
     }
 }

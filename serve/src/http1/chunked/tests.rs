@@ -91,6 +91,21 @@ fn lines_and_trailers_are_bounded() {
     let unending = format!("5;{}", "x".repeat(MAX_CHUNK_LINE));
     assert_eq!(whole(&unending), Err(ChunkError::LineTooLong));
     assert_eq!(whole(&unending[..MAX_CHUNK_LINE]), Ok(None));
+    // Whole, with its CRLF: one byte over the bound is refused, the bound is not.
+    let longest = format!("5;{}", "x".repeat(MAX_CHUNK_LINE - 2));
+    assert_eq!(
+        whole(&format!("{longest}x\r\n")),
+        Err(ChunkError::LineTooLong)
+    );
+    assert_eq!(
+        whole(&format!("{longest}\r\nhello\r\n0\r\n\r\n")),
+        Ok(Some(Bytes::from("hello")))
+    );
+    let long_trailer = format!("X-T: {}\r\n", "t".repeat(MAX_CHUNK_LINE));
+    assert_eq!(
+        whole(&format!("0\r\n{long_trailer}\r\n")),
+        Err(ChunkError::LineTooLong)
+    );
     let trailer = format!("X-T: {}\r\n", "t".repeat(1000));
     let trailers = trailer.repeat(MAX_HEAD_BYTES / trailer.len() + 1);
     assert_eq!(
@@ -127,8 +142,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Whatever arrives, the decoder answers with the body, a wait or a typed
-    /// error, never panics, and answers the same however the bytes were cut
-    /// (below the line bound, which is checked against what is buffered).
+    /// error, never panics, and answers the same however the bytes were cut.
     #[test]
     fn arbitrary_bytes_decode_alike_however_cut(
         bytes in prop_oneof![body_like(), vec(any::<u8>(), 0..256)],
