@@ -207,7 +207,9 @@ fn target<B>(req: &Request<B>) -> Result<Target<'_>, RouteError> {
         }
         return Ok(Target::Placement(user_id));
     }
-    if path.starts_with("/v1/") {
+    // Items are the one user route without the user in its path. Nothing else is
+    // forwarded: the global zone's routes (`/v1/gz/`) are for cells, not clients.
+    if path.starts_with("/v1/items/") {
         let header = req
             .headers()
             .get(&X_USER_ID)

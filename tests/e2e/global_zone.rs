@@ -337,3 +337,44 @@ async fn a_cell_stopping_gracefully_gives_its_units_back_first() {
     let held_by_c1 = books["cells"]["c1"]["held"].as_u64().unwrap_or(0);
     assert_eq!(books["available"].as_u64(), Some(100 - held_by_c1));
 }
+
+#[tokio::test]
+async fn the_router_does_not_forward_the_global_zones_routes() {
+    let cluster = Cluster::builder()
+        .cells(2)
+        .extra(&deploy(100))
+        .spawn()
+        .await;
+    // A user of the global zone's host: before, the router forwarded their
+    // `/v1/gz/` requests there, and a forged lease took stock in c2's name.
+    let user = cluster.users_of("c1", 1).remove(0);
+    let lease = json!({"item_id": "hot", "cell": "c2", "seq": 1, "units": 10});
+    for (method, path, body) in [
+        (Method::GET, "/v1/gz/items", String::new()),
+        (Method::POST, "/v1/gz/leases", lease.to_string()),
+    ] {
+        let reply = cluster
+            .client
+            .send(
+                method.clone(),
+                &format!("{}{path}", cluster.router_url()),
+                &[("x-user-id", &user)],
+                Bytes::from(body),
+            )
+            .await
+            .expect("router answers");
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{method} {path}");
+        assert_eq!(
+            reply.json()["error"]["code"],
+            "not_found",
+            "{method} {path}"
+        );
+    }
+    // Cells still reach the global zone at its cell.
+    let items = cluster
+        .client
+        .get(&format!("{}/v1/gz/items", cluster.cell_url("c1")))
+        .await
+        .expect("global zone answers");
+    assert_eq!(items.status, StatusCode::OK);
+}
