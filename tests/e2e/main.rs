@@ -1,7 +1,6 @@
 //! End-to-end tests of the whole cluster, linked as one binary: real `ldc`
 //! processes on port 0, readiness waited on, cells killed with SIGKILL.
 
-mod chaos;
 mod cli;
 mod cluster;
 mod failover;

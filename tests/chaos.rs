@@ -1,6 +1,12 @@
 //! `ldc chaos` end to end: a short seeded run against a real cluster passes its own
 //! verdict, and a seed names one fault schedule. (That the checker can fail is shown
 //! by its unit tests, fed doctored records.)
+//!
+//! A binary of its own, beside `tests/e2e`: cargo runs test binaries one after
+//! another, so the run has the host to itself. It asserts that users of healthy
+//! cells see no error; run beside the other cluster tests on 2 cores, it failed
+//! when a user of a cell that was not faulted got 503 `cell_unavailable` while
+//! that cell took over another cell's shard.
 
 use std::process::Command;
 
