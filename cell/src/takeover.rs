@@ -40,7 +40,7 @@ pub trait Witness<S: Store> {
     fn ran(&self, primary: usize) -> impl Future<Output = bool>;
 
     /// `primary`'s store, or `None` while another process holds it.
-    fn store(&self, primary: usize) -> Result<Option<S>, StoreError>;
+    fn store(&self, primary: usize) -> impl Future<Output = Result<Option<S>, StoreError>>;
 
     /// How long a claim holds the shard (shared stores only).
     fn hold_ms(&self) -> Option<u64>;
@@ -139,7 +139,7 @@ async fn take_over<S: Store + Clone>(
 ) -> Result<(), CellError> {
     let topology = cell.topology();
     let started = Instant::now();
-    let Some(store) = witness.store(primary)? else {
+    let Some(store) = witness.store(primary).await? else {
         return Ok(());
     };
     let me = &topology.cells()[cell.index()].id;

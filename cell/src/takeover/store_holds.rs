@@ -78,7 +78,7 @@ impl<S: Store + Clone> Witness<S> for Records<S> {
             .is_ok_and(|record| record.is_some())
     }
 
-    fn store(&self, primary: usize) -> Result<Option<S>, StoreError> {
+    async fn store(&self, primary: usize) -> Result<Option<S>, StoreError> {
         Ok(Some(self.stores[primary].clone()))
     }
 
