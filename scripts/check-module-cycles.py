@@ -8,7 +8,9 @@ workspace's Cargo.toml; their modules are found by following `mod` declarations
 circle. Every `crate::...` and `super::...` path outside comments and string
 literals (`use` lines, grouped `use crate::{a::X, b::Y}`, paths inline in code)
 is an edge to the longest module prefix it names; an edge into the module itself
-or one of its descendants is ignored. Each strongly connected component of more
+or one of its descendants is ignored. A path to a name the crate root re-exports
+(`pub use a::X;` in lib.rs, then `crate::X`) is an edge to the module it comes
+from, so a circle through the root's re-exports is found too. Each strongly connected component of more
 than one module is printed with one file:line per edge, and the exit status is 1;
 otherwise one summary line is printed and the status is 0. `--self-test` checks
 the script against a scratch workspace instead.
@@ -47,6 +49,7 @@ IDENT = re.compile(r"(?:r\#)?\w+")
 ALIAS = re.compile(r"\s*as\s+\w+")
 # `pub(in crate::a)` names where an item is visible, not something it uses.
 VISIBILITY = re.compile(r"\(\s*in\s*$")
+REEXPORT = re.compile(r"\bpub\s+use\s+")
 CFG_TEST = re.compile(r"#\s*\[\s*cfg\s*\(\s*test\s*\)\s*\]")
 
 
@@ -126,6 +129,8 @@ class Crate:
     edges: dict = field(default_factory=dict)
     # Path references: (module it counts as, module it is in, segments, file:line).
     refs: list = field(default_factory=list)
+    # The paths the crate root re-exports (`pub use a::X;`), as segments.
+    reexports: list = field(default_factory=list)
 
 
 def read_module(crate, file, path, folder, counts_as, base, warnings):
@@ -134,6 +139,9 @@ def read_module(crate, file, path, folder, counts_as, base, warnings):
     crate.counts_as[path] = counts_as
     text = blank(file.read_text(encoding="utf-8"))
     line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+    if path == ():
+        for found in REEXPORT.finditer(text):
+            crate.reexports.extend(use_tree(text, found.end())[0])
 
     def place(offset):
         return f"{file.relative_to(base)}:{bisect.bisect_right(line_starts, offset)}"
@@ -178,8 +186,22 @@ def read_module(crate, file, path, folder, counts_as, base, warnings):
                     crate.refs.append((here_counts_as, here, segments, place(event.start())))
 
 
+def module_prefix(crate, target, names):
+    """The longest module path `names` lead to from `target`, and what is left."""
+    names = list(names)
+    while names and target + (names[0],) in crate.counts_as:
+        target, names = target + (names[0],), names[1:]
+    return target, names
+
+
 def resolve(crate):
     """Turns the crate's path references into edges between the modules they count as."""
+    exported = {}
+    for segments in crate.reexports:
+        names = segments[1:] if segments[0] == "crate" else segments
+        origin, left = module_prefix(crate, (), names)
+        if origin and left:
+            exported[left[-1]] = origin
     for source, here, segments, place in crate.refs:
         if segments[0] == "crate":
             target, rest = (), segments[1:]
@@ -191,10 +213,9 @@ def resolve(crate):
                 target, rest = target[:-1], rest[1:]
         if rest and rest[-1] == "self":
             rest = rest[:-1]
-        for name in rest:
-            if target + (name,) not in crate.counts_as:
-                break
-            target += (name,)
+        target, rest = module_prefix(crate, target, rest)
+        if target == () and rest and rest[0] in exported:
+            target = exported[rest[0]]
         target = crate.counts_as.get(target, target)
         if target[: len(source)] == source:
             continue
@@ -294,7 +315,12 @@ def check(workspace):
 SELF_TEST_TREE = {
     "Cargo.toml": '[workspace]\nmembers = ["circles", "clean"]\n',
     "circles/Cargo.toml": '[package]\nname = "circles"\n',
-    "circles/src/lib.rs": "mod one;\nmod two;\nmod three;\nmod four;\n",
+    "circles/src/lib.rs": (
+        "mod one;\nmod two;\nmod three;\nmod four;\nmod five;\nmod six;\n"
+        "pub use five::V;\npub use six::{W, X as Y};\n"
+    ),
+    "circles/src/five.rs": "use crate::W;\npub struct V;\n",
+    "circles/src/six.rs": "pub struct W;\nfn f() -> crate::V {}\n",
     "circles/src/one.rs": "use crate::{four::F, two::{X, Y as Z}};\n",
     "circles/src/two.rs": "pub fn f() {\n    crate::one::g();\n}\n",
     "circles/src/three.rs": "mod inner {\n    use super::super::four::F;\n}\n",
@@ -332,13 +358,16 @@ def self_test():
         with contextlib.redirect_stdout(report):
             assert check(workspace) == 1
         assert report.getvalue() == (
+            "circles: circle between five, six\n"
+            "  five -> six  circles/src/five.rs:1\n"
+            "  six -> five  circles/src/six.rs:2\n"
             "circles: circle between four, three::inner\n"
             "  four -> three::inner  circles/src/four.rs:2\n"
             "  three::inner -> four  circles/src/three.rs:2\n"
             "circles: circle between one, two\n"
             "  one -> two  circles/src/one.rs:1\n"
             "  two -> one  circles/src/two.rs:2\n"
-            "module circles: 2 (2 crates, 9 modules, 6 edges checked)\n"
+            "module circles: 3 (2 crates, 11 modules, 8 edges checked)\n"
         ), report.getvalue()
         (workspace / "Cargo.toml").write_text('[workspace]\nmembers = ["clean"]\n')
         report = io.StringIO()
