@@ -1,7 +1,7 @@
 //! Request bodies read whole within a size bound, and the length a message
 //! declares.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http::header::CONTENT_LENGTH;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -59,13 +59,25 @@ where
     if body.is_end_stream() {
         return Ok(first);
     }
-    // Boxed: bodies of several frames are rare, and the collection would
-    // otherwise widen the future of every read.
-    let rest = Box::pin(body.collect())
-        .await
-        .map_err(unreadable)?
-        .to_bytes();
-    Ok([first, rest].concat().into())
+    // More frames: copied once into one buffer, and only if one holds data (an
+    // HTTP/2 client may end the stream with an empty frame after the whole body).
+    let mut whole: Option<BytesMut> = None;
+    while let Some(frame) = body.as_mut().frame().await {
+        let Ok(data) = frame.map_err(unreadable)?.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let whole = whole.get_or_insert_with(|| {
+            let expected = declared_len.map_or(2 * first.len(), |len| len as usize);
+            let mut whole = BytesMut::with_capacity(expected.max(first.len() + data.len()));
+            whole.extend_from_slice(&first);
+            whole
+        });
+        whole.extend_from_slice(&data);
+    }
+    Ok(whole.map_or(first, BytesMut::freeze))
 }
 
 #[cfg(test)]
@@ -115,6 +127,10 @@ mod tests {
         let one = Bytes::from_static(b"one frame");
         let read = read_bounded(Frames(VecDeque::from([Ok(one.clone())])), None, 9).await;
         // Taken as it came: the same bytes, not a copy.
+        assert_eq!(read.as_deref().map(<[u8]>::as_ptr), Ok(one.as_ptr()));
+        // The data, then an empty frame that ends the stream: still no copy.
+        let ended = Frames(VecDeque::from([Ok(one.clone()), Ok(Bytes::new())]));
+        let read = read_bounded(ended, None, 9).await;
         assert_eq!(read.as_deref().map(<[u8]>::as_ptr), Ok(one.as_ptr()));
         let three = Frames::of([Ok(&b"ab"[..]), Ok(b""), Ok(b"cd")]);
         assert_eq!(
