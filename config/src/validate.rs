@@ -11,7 +11,7 @@ use crate::spec::{CellSpec, RouterSpec};
 use crate::user::is_valid_user_id;
 
 /// Largest `slots` a deployment may have.
-pub const MAX_SLOTS: u32 = 65_536;
+const MAX_SLOTS: u32 = 65_536;
 /// Cap on `ledger.batch_wait_us`: a second of waiting is a stall, not a batch.
 const MAX_BATCH_WAIT_US: u64 = 1_000_000;
 /// Twice the interval of a router's pings to its cells' HTTP/2 connections.
