@@ -55,9 +55,9 @@ pub struct Proxy {
     health_metrics: HealthMetrics,
     /// Metrics of requests answered without a cell.
     local: CellMetrics,
-    max_body_bytes: u64,
-    /// Time a client gets to send its body (the headers have their own bound).
-    body_timeout: Duration,
+    /// What a client may send and how long it may take: for HTTP/1.1 clients'
+    /// connections, and the body bounds for HTTP/2 clients' requests too.
+    limits: Http1Limits,
     retry_after: HeaderValue,
 }
 
@@ -78,8 +78,11 @@ impl Proxy {
         let table = transport.table(topology.clone(), &metrics, &health_metrics, None);
         Ok(Self {
             local: metrics.cell(NO_CELL),
-            max_body_bytes: deploy.limits.max_body_bytes,
-            body_timeout: Duration::from_millis(deploy.timeouts.header_read_timeout_ms),
+            limits: Http1Limits {
+                body_timeout: Duration::from_millis(deploy.timeouts.header_read_timeout_ms),
+                max_body_bytes: deploy.limits.max_body_bytes,
+                stall_timeout: transport.request_timeout,
+            },
             retry_after: HeaderValue::from(deploy.timeouts.retry_after_s),
             table: ArcSwap::from_pointee(table),
             transport,
@@ -122,7 +125,7 @@ impl Proxy {
     /// time. (HTTP/1.1 clients' bodies are read by their connection, to the same
     /// bounds.)
     async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, RouteError> {
-        let max = self.max_body_bytes;
+        let max = self.limits.max_body_bytes;
         let declared = content_length(headers);
         // Most requests are reads without a body: no timer for them, and no room
         // in every request's future for reading one. A declared length over the
@@ -130,10 +133,13 @@ impl Proxy {
         if body.is_end_stream() && declared.is_none_or(|len| len <= max) {
             return Ok(Bytes::new());
         }
-        let reading = tokio::time::timeout(self.body_timeout, read_bounded(body, declared, max));
+        let reading =
+            tokio::time::timeout(self.limits.body_timeout, read_bounded(body, declared, max));
         match Box::pin(reading).await {
             Ok(read) => Ok(read?),
-            Err(_) => Err(RouteError::BodyTimeout(self.body_timeout.as_millis() as u64)),
+            Err(_) => Err(RouteError::BodyTimeout(
+                self.limits.body_timeout.as_millis() as u64,
+            )),
         }
     }
 
@@ -266,11 +272,7 @@ impl Handler for Proxy {
     }
 
     fn take_http1(self: Arc<Self>, conn: Http1Connection) -> Result<Served, Http1Connection> {
-        let limits = Http1Limits {
-            body_timeout: self.body_timeout,
-            max_body_bytes: self.max_body_bytes,
-            stall_timeout: self.transport.request_timeout,
-        };
+        let limits = self.limits;
         Ok(Box::pin(serve_http1(self, conn, limits)))
     }
 }
