@@ -8,7 +8,7 @@ use ldc_serve::{Body, json};
 use ldc_topology::{MAX_MONEY, is_valid_user_id};
 use serde::Deserialize;
 
-use super::wire::{ITEMS_PATH, Items, LEASES_PATH, Lease, recall_window};
+use super::wire::{ITEMS_PATH, ItemState, Items, LEASES_PATH, Lease, recall_window};
 use crate::api::reply::raw_json;
 use crate::api::request::{invalid, json_body};
 use crate::cell::Cell;
@@ -74,8 +74,7 @@ impl<S: Store + 'static> Cell<S> {
                     lease_min,
                 });
                 let reply = Self::submit(&shard, write).await?;
-                let granted: Option<super::wire::ItemState> =
-                    serde_json::from_slice(&reply.body).ok();
+                let granted: Option<ItemState> = serde_json::from_slice(&reply.body).ok();
                 // Less than asked: the global account ran dry for this cell.
                 let short = granted.is_some_and(|granted| {
                     granted.units.is_some_and(|units| units < asked) && !granted.closed
