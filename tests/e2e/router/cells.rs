@@ -254,25 +254,6 @@ async fn a_refused_stream_is_sent_again_once_then_answered_503() {
     }
 }
 
-/// A cell that stops sending in the middle of a response does not hold the
-/// client's connection: it is closed at the request timeout.
-#[tokio::test]
-async fn a_response_that_stalls_is_cut_off_at_the_request_timeout() {
-    let cell = spawn_cell(StreamingCell).await;
-    let router = router(cell, "request_timeout_ms = 300").await;
-    let (reply, waited) = exchange(
-        &router,
-        b"GET /v1/users/a/stall HTTP/1.1\r\nHost: ldc\r\n\r\n",
-    )
-    .await;
-    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
-    assert!(reply.contains("partial"), "{reply}");
-    assert!(
-        waited >= Duration::from_millis(250),
-        "cut off after {waited:?}"
-    );
-}
-
 /// A cell speaking HTTP/2 itself that takes more streams at once than ldc's cells
 /// announce, answers each request's head at once and then sends its body a byte
 /// every 50 ms until `stop` turns true; counts the streams it saw.

@@ -1,5 +1,6 @@
 //! The router's HTTP/1.1 front as clients see it: framing, pipelining, 100-continue,
-//! unreadable requests, stalled clients, and responses of unknown length.
+//! unreadable requests, stalled clients, and responses of unknown length or that
+//! stall.
 
 use super::*;
 
@@ -252,10 +253,8 @@ async fn silent_and_slow_clients_are_closed_at_the_header_read_timeout() {
 /// stays open for the next request.
 #[tokio::test]
 async fn a_response_of_unknown_length_is_chunked_and_keeps_the_connection() {
-    let cell = spawn_cell(StreamingCell).await;
-    let router = router_with(cell, "").await;
-    let (reply, _) = exchange(
-        &router,
+    let (reply, _) = from_streaming_cell(
+        "",
         b"GET /v1/users/a/stream HTTP/1.1\r\nHost: ldc\r\n\r\n\
           GET /v1/users/a/stream HTTP/1.1\r\nHost: ldc\r\nConnection: close\r\n\r\n",
     )
@@ -272,4 +271,29 @@ async fn a_response_of_unknown_length_is_chunked_and_keeps_the_connection() {
         let pieces: String = body.split("\r\n").skip(1).step_by(2).collect();
         assert_eq!(pieces, "one two three", "{answer}");
     }
+}
+
+/// A cell that stops sending in the middle of a response does not hold the
+/// client's connection: it is closed at the request timeout.
+#[tokio::test]
+async fn a_response_that_stalls_is_cut_off_at_the_request_timeout() {
+    let (reply, waited) = from_streaming_cell(
+        "[timeouts]\nrequest_timeout_ms = 300\n",
+        b"GET /v1/users/a/stall HTTP/1.1\r\nHost: ldc\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+    assert!(reply.contains("partial"), "{reply}");
+    assert!(
+        waited >= Duration::from_millis(250),
+        "cut off after {waited:?}"
+    );
+}
+
+/// `request` sent through a router with `settings` to a [`StreamingCell`]: what
+/// came back, and how long it took.
+async fn from_streaming_cell(settings: &str, request: &[u8]) -> (String, Duration) {
+    let cell = spawn_cell(StreamingCell).await;
+    let router = router_with(cell, settings).await;
+    exchange(&router, request).await
 }
