@@ -20,8 +20,6 @@ use crate::error::CellError;
 use crate::shard::Shard;
 use crate::store::Store;
 
-pub use users::ROUTES;
-
 impl<S: Store + 'static> Cell<S> {
     /// The user id a request is for, and the path after `/v1/users/{user_id}`.
     fn user(req: &Request<Incoming>) -> Result<(&str, &str), CellError> {

@@ -27,7 +27,6 @@ use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use api::ROUTES;
 pub use cell::Cell;
 pub use error::CellError;
 pub use metrics::ShardMetrics;

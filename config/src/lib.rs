@@ -8,6 +8,7 @@ mod deploy;
 mod error;
 mod hash;
 mod placement;
+mod routes;
 mod spec;
 mod summary;
 mod topology;
@@ -22,6 +23,7 @@ pub use deploy::{
 pub use error::{ConfigError, Problem};
 pub use hash::{SLOT_HASH_SEED, slot_of};
 pub use placement::Placement;
+pub use routes::{RouteMiss, USER_ROUTES, user_route};
 pub use spec::{CellSpec, RouterSpec};
 pub use summary::{CellSummary, RegionSummary, RouterSummary, Summary};
 pub use topology::Topology;

@@ -13,8 +13,8 @@ pub enum RouteError {
     InvalidUserId,
     #[error("no route for {0}")]
     NotFound(String),
-    #[error("{0} is not allowed here")]
-    MethodNotAllowed(String),
+    #[error("{method} is not allowed here (allowed: {allow})")]
+    MethodNotAllowed { method: String, allow: &'static str },
     #[error("malformed request: {0}")]
     BadRequest(String),
     #[error("request head is larger than {0} bytes")]
@@ -55,7 +55,7 @@ impl RouteError {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
@@ -76,7 +76,7 @@ impl RouteError {
             Self::BadRequest(_) => "bad_request",
             Self::HeadTooLarge(_) | Self::TooManyHeaders(_) => "head_too_large",
             Self::NotFound(_) => "not_found",
-            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::BodyTooLarge(_) => "body_too_large",
             Self::BodyTimeout(_) => "body_timeout",
             Self::InvalidBody(_) => "invalid_body",

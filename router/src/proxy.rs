@@ -15,7 +15,7 @@ use ldc_serve::{
     Handler, Http1Connection, Http1Error, Http1Limits, Http1Service, Served, content_length, json,
     json_error, read_bounded, serve_http1,
 };
-use ldc_topology::{Topology, is_valid_user_id, split_user_path};
+use ldc_topology::{RouteMiss, Topology, is_valid_user_id, split_user_path, user_route};
 use prometheus::{IntGauge, Registry};
 use serde::Serialize;
 
@@ -184,11 +184,10 @@ impl Proxy {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, self.retry_after.clone());
         }
-        // The router's only own route, `/v1/route/{user_id}`, is GET.
-        if let RouteError::MethodNotAllowed(_) = error {
+        if let RouteError::MethodNotAllowed { allow, .. } = error {
             response
                 .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET"));
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         response
     }
@@ -204,26 +203,38 @@ enum Target<'r> {
 
 fn target<B>(req: &Request<B>) -> Result<Target<'_>, RouteError> {
     let path = req.uri().path();
-    if let Some((user_id, _)) = split_user_path(path) {
-        return Ok(Target::User(user_id));
-    }
+    let method = req.method();
     if let Some(user_id) = path.strip_prefix("/v1/route/") {
-        if req.method() != Method::GET {
-            return Err(RouteError::MethodNotAllowed(req.method().to_string()));
+        if method != Method::GET {
+            return Err(RouteError::MethodNotAllowed {
+                method: method.to_string(),
+                allow: "GET",
+            });
         }
         return Ok(Target::Placement(user_id));
     }
-    // Items are the one user route without the user in its path. Nothing else is
-    // forwarded: the global zone's routes (`/v1/gz/`) are for cells, not clients.
-    if path.starts_with("/v1/items/") {
-        let header = req
-            .headers()
-            .get(&X_USER_ID)
-            .ok_or(RouteError::MissingUserId)?;
-        let user_id = header.to_str().map_err(|_| RouteError::InvalidUserId)?;
+    // Only the user API is forwarded: the global zone's routes and the admin
+    // routes are not reachable through a router.
+    match user_route(method.as_str(), path) {
+        Ok(()) => {}
+        Err(RouteMiss::NotFound) => return Err(RouteError::NotFound(path.to_owned())),
+        Err(RouteMiss::MethodNotAllowed(allow)) => {
+            return Err(RouteError::MethodNotAllowed {
+                method: method.to_string(),
+                allow,
+            });
+        }
+    }
+    if let Some((user_id, _)) = split_user_path(path) {
         return Ok(Target::User(user_id));
     }
-    Err(RouteError::NotFound(path.to_owned()))
+    // Items are the one user route without the user in its path.
+    let header = req
+        .headers()
+        .get(&X_USER_ID)
+        .ok_or(RouteError::MissingUserId)?;
+    let user_id = header.to_str().map_err(|_| RouteError::InvalidUserId)?;
+    Ok(Target::User(user_id))
 }
 
 #[derive(Serialize)]

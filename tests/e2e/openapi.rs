@@ -1,5 +1,5 @@
 //! The cell's OpenAPI document (`cell/openapi.json`) against the code: it documents
-//! exactly the routes in `ldc_cell::ROUTES`, and every operation it documents answers
+//! exactly the routes in `ldc_topology::USER_ROUTES`, and every operation it documents answers
 //! through a router with a status the document lists and a body its schema allows.
 
 use std::collections::BTreeSet;
@@ -186,7 +186,7 @@ fn the_document_lists_exactly_the_cell_routes() {
     assert!(version.starts_with("3."), "openapi {version:?}");
 
     let documented = operations(&spec);
-    let routes: BTreeSet<(String, String)> = ldc_cell::ROUTES
+    let routes: BTreeSet<(String, String)> = ldc_topology::USER_ROUTES
         .iter()
         .map(|(method, path)| ((*method).to_owned(), (*path).to_owned()))
         .collect();

@@ -8,7 +8,7 @@ use std::time::Instant;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use ldc_serve::{Body, json, json_bytes};
-use ldc_topology::is_valid_user_id;
+use ldc_topology::{RouteMiss, is_valid_user_id, user_route};
 use serde::Deserialize;
 use serde_json::json as value;
 
@@ -42,46 +42,6 @@ struct OrderBody {
     item_id: String,
     quantity: u32,
     request_id: String,
-}
-
-/// Every route of a cell's API, as documented in `cell/openapi.json` (a test keeps
-/// the two equal and checks that each one answers).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/v1/users/{user_id}/whoami"),
-    ("GET", "/v1/users/{user_id}/balance"),
-    ("POST", "/v1/users/{user_id}/deposits"),
-    ("POST", "/v1/users/{user_id}/transfers"),
-    ("POST", "/v1/users/{user_id}/orders"),
-    ("GET", "/v1/users/{user_id}/orders"),
-    ("GET", "/v1/users/{user_id}/orders/{order_id}"),
-    ("GET", "/v1/users/{user_id}/journal"),
-    ("GET", "/v1/items/{item_id}"),
-];
-
-/// The methods a path under `/v1/users/{user_id}` answers (an `Allow` header
-/// value), or `None` when no route has that path.
-fn allowed(path: &str) -> Option<&'static str> {
-    let matches = |route: &str| {
-        route
-            .strip_prefix("/v1/users/{user_id}")
-            .is_some_and(|route| match route.strip_suffix("/{order_id}") {
-                Some(prefix) => path
-                    .strip_prefix(prefix)
-                    .is_some_and(|id| id.len() > 1 && id.starts_with('/')),
-                None => route == path,
-            })
-    };
-    let methods: Vec<&str> = ROUTES
-        .iter()
-        .filter(|(_, route)| matches(route))
-        .map(|(method, _)| *method)
-        .collect();
-    match methods.as_slice() {
-        [] => None,
-        ["GET"] => Some("GET"),
-        ["POST"] => Some("POST"),
-        _ => Some("GET, POST"),
-    }
 }
 
 impl<S: Store + 'static> Cell<S> {
@@ -180,11 +140,13 @@ impl<S: Store + 'static> Cell<S> {
                     .ok_or_else(unknown)?;
                 Ok(json(StatusCode::OK, &order))
             }
-            (method, path) if allowed(path).is_some() => Err(CellError::MethodNotAllowed {
-                method: method.to_string(),
-                allow: allowed(path).unwrap_or_default(),
+            (method, _) => Err(match user_route(method.as_str(), req.uri().path()) {
+                Err(RouteMiss::MethodNotAllowed(allow)) => CellError::MethodNotAllowed {
+                    method: method.to_string(),
+                    allow,
+                },
+                _ => CellError::NotFound(req.uri().path().to_owned()),
             }),
-            (_, _) => Err(CellError::NotFound(req.uri().path().to_owned())),
         }
     }
 
