@@ -239,7 +239,7 @@ async fn run(
     args: &ChaosArgs,
     steps: Vec<schedule::Step>,
 ) -> Result<Report, String> {
-    let client = HttpClient::new();
+    let client = HttpClient::for_deployment(topology).map_err(|err| err.to_string())?;
     let router = &topology.routers()[0];
     let cells = topology.cells();
     let shard_ids: Vec<String> = cells.iter().map(|c| c.id.clone()).collect();

@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use ldc_serve::error_chain;
+use ldc_serve::{AdminToken, TokenError, error_chain};
+use ldc_topology::Topology;
 
 /// Bound on one request, connect to last body byte.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,6 +58,8 @@ impl Reply {
 #[derive(Debug, Clone)]
 pub struct HttpClient {
     inner: Client<HttpConnector, Full<Bytes>>,
+    /// `Authorization` value sent with requests for `/admin/*` paths, and only those.
+    admin: Option<HeaderValue>,
 }
 
 impl Default for HttpClient {
@@ -72,7 +75,26 @@ impl HttpClient {
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
         Self {
             inner: Client::builder(TokioExecutor::new()).build(connector),
+            admin: None,
         }
+    }
+
+    /// A client of `topology`'s deployment, with its admin token.
+    pub fn for_deployment(topology: &Topology) -> Result<Self, TokenError> {
+        let token = AdminToken::read(&topology.admin_token_file())?;
+        Ok(Self::new().with_admin_token(&token))
+    }
+
+    /// This client, sending `token` with its requests for `/admin/*` routes (and
+    /// to no other route, so the token never reaches a user listener).
+    pub fn with_admin_token(mut self, token: &AdminToken) -> Self {
+        self.admin = HeaderValue::from_str(&token.bearer())
+            .ok()
+            .map(|mut value| {
+                value.set_sensitive(true);
+                value
+            });
+        self
     }
 
     pub async fn get(&self, url: &str) -> Result<Reply, ClientError> {
@@ -89,6 +111,14 @@ impl HttpClient {
         let mut request = Request::builder().method(method).uri(url);
         for (name, value) in headers {
             request = request.header(*name, *value);
+        }
+        if let Some(token) = &self.admin
+            && is_admin_route(url)
+            && !headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        {
+            request = request.header(header::AUTHORIZATION, token.clone());
         }
         let request = request.body(Full::new(body))?;
         let exchange = async {
@@ -120,4 +150,12 @@ impl HttpClient {
             .await
             .map_err(|_| ClientError::Timeout(url.to_owned()))?
     }
+}
+
+/// Whether `url`'s path is under `/admin/`.
+fn is_admin_route(url: &str) -> bool {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    after_scheme
+        .find('/')
+        .is_some_and(|at| after_scheme[at..].starts_with("/admin/"))
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use ldc_serve::{announce, reload_on_sighup, shutdown_signal};
+use ldc_serve::{AdminPlane, AdminToken, announce, reload_on_sighup, shutdown_signal};
 use ldc_topology::{EXIT_USAGE, Topology};
 use prometheus::Registry;
 use tokio::net::TcpListener;
@@ -275,18 +275,27 @@ async fn process(role: Role, args: ProcessArgs) -> ExitCode {
         Ok(pair) => pair,
         Err(code) => return code,
     };
-    let registry = Registry::new();
+    let token = match AdminToken::read(&topology.admin_token_file()) {
+        Ok(token) => token,
+        Err(err) => {
+            eprintln!("{}: {err}", args.config.display());
+            return ExitCode::from(EXIT_USAGE as u8);
+        }
+    };
+    let admin = AdminPlane {
+        listener: admin,
+        registry: Registry::new(),
+        token,
+    };
     let reloads = reload_on_sighup(args.config.clone(), topology.clone());
     let shutdown = shutdown_signal(args.exit_on_stdin_eof);
     let outcome = match role {
-        Role::Router => ldc_router::run(topology, listener, admin, registry, reloads, shutdown)
+        Role::Router => ldc_router::run(topology, listener, admin, reloads, shutdown)
             .await
             .map_err(|err| err.to_string()),
-        Role::Cell => ldc_cell::run(
-            topology, &args.id, listener, admin, registry, reloads, shutdown,
-        )
-        .await
-        .map_err(|err| err.to_string()),
+        Role::Cell => ldc_cell::run(topology, &args.id, listener, admin, reloads, shutdown)
+            .await
+            .map_err(|err| err.to_string()),
     };
     match outcome {
         Ok(()) => {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use ldc_serve::shutdown_signal;
+use ldc_serve::{AdminToken, shutdown_signal};
 use ldc_topology::{Deploy, EXIT_USAGE, Topology};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -101,6 +101,18 @@ pub async fn up(config: &Path) -> ExitCode {
     if let Err(err) = std::fs::create_dir_all(&deploy.data_dir) {
         eprintln!("ldc up: cannot create {}: {err}", deploy.data_dir.display());
         return ExitCode::FAILURE;
+    }
+    let token_file = topology.admin_token_file();
+    match AdminToken::create(&token_file) {
+        Ok(true) => println!(
+            "ldc up: created the admin token {} (send it as Authorization: Bearer to /admin/* routes)",
+            token_file.display()
+        ),
+        Ok(false) => {}
+        Err(err) => {
+            eprintln!("ldc up: {err}");
+            return ExitCode::FAILURE;
+        }
     }
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,

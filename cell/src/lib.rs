@@ -22,8 +22,8 @@ mod takeover;
 use std::future::Future;
 use std::sync::Arc;
 
+use ldc_serve::AdminPlane;
 use ldc_topology::Topology;
-use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -40,8 +40,7 @@ pub async fn run(
     topology: Arc<Topology>,
     id: &str,
     listener: TcpListener,
-    admin: TcpListener,
-    registry: Registry,
+    admin: AdminPlane,
     reloads: watch::Receiver<Arc<Topology>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), CellError> {
@@ -51,7 +50,6 @@ pub async fn run(
     let listeners = lifecycle::Listeners {
         listener,
         admin,
-        registry,
         reloads,
     };
     lifecycle::run(topology, index, listeners, shutdown).await

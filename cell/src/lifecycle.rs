@@ -6,9 +6,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ldc_serve::{ServeSettings, serve_ready};
+use ldc_serve::{AdminPlane, ServeSettings, serve_ready};
 use ldc_topology::{LedgerBackend, Topology};
-use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -23,8 +22,7 @@ use crate::takeover::{self, Backing, file_locks::OneHost};
 /// What a cell serves on, and what it is told while it runs.
 pub(crate) struct Listeners {
     pub(crate) listener: TcpListener,
-    pub(crate) admin: TcpListener,
-    pub(crate) registry: Registry,
+    pub(crate) admin: AdminPlane,
     pub(crate) reloads: watch::Receiver<Arc<Topology>>,
 }
 
@@ -81,7 +79,7 @@ async fn run_on<B: Backing>(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), CellError> {
-    let metrics = ShardMetrics::register(&listeners.registry)?;
+    let metrics = ShardMetrics::register(&listeners.admin.registry)?;
     let mut shutdown = std::pin::pin!(shutdown);
     // Said from the start, so a standby holding the shard hands it back.
     let mut presence = std::pin::pin!(backing.presence());
@@ -94,7 +92,7 @@ async fn run_on<B: Backing>(
         topology.clone(),
         index,
         own,
-        &listeners.registry,
+        &listeners.admin.registry,
     )?);
     let poll = Duration::from_millis(topology.deploy().takeover.poll_ms);
     let standby = takeover::stand_by(cell.clone(), backing.witness(), metrics, poll);
@@ -148,7 +146,6 @@ async fn serve<S: Store>(
     let Listeners {
         listener,
         admin,
-        registry,
         reloads,
     } = listeners;
     let topology = cell.topology();
@@ -163,7 +160,7 @@ async fn serve<S: Store>(
     let routes = CellAdmin(cell.clone());
     serve_ready(
         (listener, cell.clone()),
-        (admin, registry, routes),
+        (admin, routes),
         settings,
         reloads,
         |next| cell.reload(next),

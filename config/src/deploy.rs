@@ -26,6 +26,8 @@ pub struct Deploy {
     #[serde(default = "defaults::data_dir")]
     pub data_dir: PathBuf,
     #[serde(default)]
+    pub security: SecurityConf,
+    #[serde(default)]
     pub placement: PlacementConf,
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -57,6 +59,25 @@ pub struct Deploy {
     /// The cell that hosts the global zone (item stock shared by all cells).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub global_zone: Option<GlobalZoneConf>,
+}
+
+/// Credentials of the deployment: the certificates of its processes and the
+/// operators' admin token. Secure by default; `insecure = true` is a choice.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConf {
+    /// Turns TLS between processes off for the whole deployment (every process
+    /// warns at start and says so in a metric). The admin token is still required.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Where the deployment CA and each process's key and certificate live;
+    /// `<data_dir>/certs` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certs_dir: Option<PathBuf>,
+    /// File holding the operators' bearer token for `/admin/*` routes (mode
+    /// 0600); `<certs_dir>/admin.token` when absent. `ldc up` creates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

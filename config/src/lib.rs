@@ -17,8 +17,8 @@ mod validate;
 
 pub use deploy::{
     CellConf, Deploy, GlobalZoneConf, HealthConf, ItemConf, LedgerBackend, LedgerConf, Limits,
-    Override, PlacementConf, RegionConf, RouterConf, SupervisorConf, TakeoverConf, TikvCommit,
-    Timeouts,
+    Override, PlacementConf, RegionConf, RouterConf, SecurityConf, SupervisorConf, TakeoverConf,
+    TikvCommit, Timeouts,
 };
 pub use error::{ConfigError, Problem};
 pub use hash::{SLOT_HASH_SEED, slot_of};

@@ -1,7 +1,7 @@
 //! A validated deploy file: loading it in layers, and the routes, owners and shares it gives.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
 
@@ -135,6 +135,24 @@ impl Topology {
 
     pub fn placement(&self) -> &Placement {
         &self.placement
+    }
+
+    /// Where the deployment's CA and process certificates live.
+    pub fn certs_dir(&self) -> PathBuf {
+        let security = &self.deploy.security;
+        security
+            .certs_dir
+            .clone()
+            .unwrap_or_else(|| self.deploy.data_dir.join("certs"))
+    }
+
+    /// The file holding the operators' admin token.
+    pub fn admin_token_file(&self) -> PathBuf {
+        let security = &self.deploy.security;
+        security
+            .admin_token_file
+            .clone()
+            .unwrap_or_else(|| self.certs_dir().join("admin.token"))
     }
 
     pub fn cell_index(&self, id: &str) -> Option<usize> {

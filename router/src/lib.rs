@@ -17,9 +17,8 @@ mod upstream;
 use std::future::Future;
 use std::sync::Arc;
 
-use ldc_serve::{AdminRoutes, Body, ServeSettings, json, serve_ready};
+use ldc_serve::{AdminPlane, AdminRoutes, Body, ServeSettings, json, serve_ready};
 use ldc_topology::Topology;
-use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -31,19 +30,18 @@ pub use proxy::Proxy;
 pub async fn run(
     topology: Arc<Topology>,
     listener: TcpListener,
-    admin: TcpListener,
-    registry: Registry,
+    admin: AdminPlane,
     reloads: watch::Receiver<Arc<Topology>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), prometheus::Error> {
     let settings = ServeSettings::from_deploy(topology.deploy());
-    let proxy = Arc::new(Proxy::new(topology, &registry)?);
+    let proxy = Arc::new(Proxy::new(topology, &admin.registry)?);
     // Ready once every cell was probed, so the first routes are informed ones.
     proxy.health().first_round().await;
     let routes = TopologyRoute(proxy.clone());
     serve_ready(
         (listener, proxy.clone()),
-        (admin, registry, routes),
+        (admin, routes),
         settings,
         reloads,
         |next| proxy.reload(next),

@@ -1,4 +1,6 @@
-//! The admin listener: `/metrics`, `/health`, `/ready`, plus the owner's own routes.
+//! The admin listener: `/metrics`, `/health` and `/ready`, open as monitoring
+//! expects, plus the owner's own `/admin/*` routes, which require the
+//! deployment's admin token.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use tokio::sync::watch;
 use crate::phase::{Phase, PhaseTx};
 use crate::reply::{Body, json, json_error};
 use crate::server::{Handler, ServeSettings, serve};
+use crate::token::{AdminToken, Refusal};
 
 /// Largest body of an admin request.
 pub const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -42,16 +45,31 @@ pub trait AdminRoutes: Send + Sync + 'static {
     }
 }
 
+/// A process's admin listener: where it listens, what it measures, and the
+/// token its `/admin/*` routes require.
+#[derive(Debug)]
+pub struct AdminPlane {
+    pub listener: TcpListener,
+    pub registry: Registry,
+    pub token: AdminToken,
+}
+
 struct Admin<R> {
     registry: Registry,
     phase: watch::Receiver<Phase>,
     routes: R,
+    token: AdminToken,
 }
 
 impl<R: AdminRoutes> Handler for Admin<R> {
     type Body = Body;
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        if req.uri().path().starts_with("/admin/")
+            && let Err(refusal) = self.token.check(req.headers())
+        {
+            return refused(refusal);
+        }
         if req.method() != Method::GET {
             return self.write(req).await;
         }
@@ -141,19 +159,49 @@ impl<R> Admin<R> {
     }
 }
 
+/// The answer to an admin request without the right token (which is not echoed).
+fn refused(refusal: Refusal) -> Response<Body> {
+    match refusal {
+        Refusal::Missing => {
+            let mut response = json_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "admin routes require Authorization: Bearer <the deployment's admin token>",
+                [],
+            );
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            response
+        }
+        Refusal::Wrong => json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "that is not this deployment's admin token",
+            [],
+        ),
+    }
+}
+
 /// Serves the admin listener until `shutdown` resolves.
 async fn serve_admin<R: AdminRoutes>(
-    listener: TcpListener,
-    registry: Registry,
+    plane: AdminPlane,
     phase: watch::Receiver<Phase>,
     routes: R,
     settings: ServeSettings,
     shutdown: impl Future<Output = ()>,
 ) {
+    let AdminPlane {
+        listener,
+        registry,
+        token,
+    } = plane;
     let admin = Arc::new(Admin {
         registry,
         phase,
         routes,
+        token,
     });
     serve(listener, admin, settings, shutdown).await;
 }
@@ -163,24 +211,17 @@ async fn serve_admin<R: AdminRoutes>(
 /// `/ready` keeps telling the truth while the process drains.
 pub async fn serve_with_admin<H: Handler, R: AdminRoutes>(
     main: (TcpListener, Arc<H>),
-    admin: (TcpListener, Registry, R),
+    admin: (AdminPlane, R),
     phase: PhaseTx,
     settings: ServeSettings,
     shutdown: impl Future<Output = ()>,
 ) {
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-    let (admin_listener, registry, routes) = admin;
-    let admin_server = serve_admin(
-        admin_listener,
-        registry,
-        phase.subscribe(),
-        routes,
-        settings.clone(),
-        async {
-            // An Err only means the sender is gone, which is the same news.
-            let _ = drained_rx.await;
-        },
-    );
+    let (plane, routes) = admin;
+    let admin_server = serve_admin(plane, phase.subscribe(), routes, settings.clone(), async {
+        // An Err only means the sender is gone, which is the same news.
+        let _ = drained_rx.await;
+    });
     let main_server = async {
         let (listener, handler) = main;
         serve(listener, handler, settings.clone(), async {

@@ -15,9 +15,10 @@ mod server;
 mod signal;
 #[cfg(test)]
 mod testing;
+mod token;
 
-pub use admin::AdminRoutes;
 use admin::serve_with_admin;
+pub use admin::{AdminPlane, AdminRoutes};
 pub use body::{BodyError, content_length, read_bounded};
 pub use coalesce::Coalesce;
 pub use http1::{ChunkError, HeadError, Http1Error, Http1Limits, Http1Service, serve_http1};
@@ -26,12 +27,12 @@ pub use reply::{Body, error_body, error_chain, json, json_bytes, json_error};
 pub use server::{Handler, Http1Connection, MAX_CONCURRENT_STREAMS, ServeSettings, Served, serve};
 use signal::serve_reloading;
 pub use signal::{announce, reload_on_sighup, shutdown_signal};
+pub use token::{AdminToken, Refusal, TokenError};
 
 use std::future::Future;
 use std::sync::Arc;
 
 use ldc_topology::Topology;
-use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -40,7 +41,7 @@ use tokio::sync::watch;
 /// `shutdown` resolves; then drains, the admin listener last (`admin.rs`).
 pub async fn serve_ready<H: Handler, R: AdminRoutes>(
     main: (TcpListener, Arc<H>),
-    admin: (TcpListener, Registry, R),
+    admin: (AdminPlane, R),
     settings: ServeSettings,
     reloads: watch::Receiver<Arc<Topology>>,
     apply: impl Fn(Arc<Topology>) -> Result<(), Vec<String>>,

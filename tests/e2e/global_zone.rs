@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::support::Cluster;
 use bytes::Bytes;
 use http::{Method, StatusCode};
+use ldc::client::HttpClient;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
@@ -377,4 +378,50 @@ async fn the_router_does_not_forward_the_global_zones_routes() {
         .await
         .expect("global zone answers");
     assert_eq!(items.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn admin_routes_refuse_callers_without_the_deployments_token() {
+    let cluster = Cluster::builder()
+        .cells(2)
+        .extra(&deploy(100))
+        .spawn()
+        .await;
+    let url = format!("http://{}/admin/items/fresh", cluster.proc("c1").admin);
+    let item = Bytes::from(json!({"name": "Fresh", "price": 5, "stock": 10}).to_string());
+    let bare = HttpClient::new();
+    let wrong = "Bearer 0123456789abcdef0123456789abcdef";
+    for (headers, status, code) in [
+        (vec![], StatusCode::UNAUTHORIZED, "unauthenticated"),
+        (
+            vec![("authorization", wrong)],
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+    ] {
+        let reply = bare
+            .send(Method::PUT, &url, &headers, item.clone())
+            .await
+            .expect("the admin listener answers");
+        assert_eq!(reply.status, status, "{headers:?}: {:?}", reply.body);
+        assert_eq!(reply.json()["error"]["code"], code);
+    }
+    let router_topology = format!("http://{}/admin/topology", cluster.proc("r1").admin);
+    let reply = bare.get(&router_topology).await.expect("router answers");
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    // Created only now: the refused attempts changed nothing.
+    let (status, body) = admin(
+        &cluster,
+        Method::PUT,
+        "/admin/items/fresh",
+        json!({"name": "Fresh", "price": 5, "stock": 10}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let token_file = cluster.topology().admin_token_file();
+    let token = std::fs::read_to_string(&token_file).expect("token file");
+    assert!(
+        !cluster.log_text().contains(token.trim()),
+        "the token was logged"
+    );
 }

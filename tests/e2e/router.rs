@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use ldc::client::HttpClient;
-use ldc_serve::{Body, Handler, ServeSettings, json, serve};
+use ldc_serve::{AdminPlane, AdminToken, Body, Handler, ServeSettings, json, serve};
 use ldc_topology::Topology;
 use prometheus::Registry;
 use tokio::net::TcpListener;
@@ -120,11 +120,20 @@ async fn start_router(settings: &str, cells: &str) -> TestRouter {
     let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let admin_url = format!("http://{}", admin.local_addr().expect("addr"));
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let token_file = secrets.path().join("admin.token");
+    AdminToken::create(&token_file).expect("admin token");
+    let admin = AdminPlane {
+        listener: admin,
+        registry: Registry::new(),
+        token: AdminToken::read(&token_file).expect("admin token"),
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
         // No reloads: the sending side is dropped at once.
         let (_, reloads) = tokio::sync::watch::channel(topology.clone());
-        ldc_router::run(topology, listener, admin, Registry::new(), reloads, async {
+        let _secrets = secrets;
+        ldc_router::run(topology, listener, admin, reloads, async {
             let _ = stopped.await;
         })
         .await

@@ -119,7 +119,10 @@ impl ClusterBuilder {
         };
         cluster.next_event_matching("ldc up: ready").await;
         let resolved = cluster.data.join("test.resolved.toml");
-        cluster.topology = Some(Topology::load(&resolved).expect("resolved deploy file"));
+        let topology = Topology::load(&resolved).expect("resolved deploy file");
+        cluster.client =
+            HttpClient::for_deployment(&topology).expect("the admin token ldc up wrote");
+        cluster.topology = Some(topology);
         cluster
     }
 }
@@ -272,6 +275,11 @@ impl Cluster {
             admin: field("admin").parse().expect("admin"),
         };
         self.procs.insert(id.to_owned(), proc);
+    }
+
+    /// What `ldc up` and its children logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).expect("read ldc up's log")
     }
 
     /// Pids of every child `ldc up` reported.

@@ -31,11 +31,12 @@ impl Handler for Gate {
     }
 }
 
-struct NoRoutes;
+/// One admin route, `/admin/ping`.
+struct Ping;
 
-impl AdminRoutes for NoRoutes {
-    async fn get(&self, _: &str) -> Option<Response<Body>> {
-        None
+impl AdminRoutes for Ping {
+    async fn get(&self, path: &str) -> Option<Response<Body>> {
+        (path == "/admin/ping").then(|| json(StatusCode::OK, &json!({"pong": true})))
     }
 }
 
@@ -48,6 +49,8 @@ struct Process {
     release: watch::Sender<bool>,
     shutdown: oneshot::Sender<()>,
     served: JoinHandle<()>,
+    token: AdminToken,
+    _secrets: tempfile::TempDir,
 }
 
 async fn start(drain_timeout: Duration) -> Process {
@@ -71,9 +74,18 @@ async fn start(drain_timeout: Duration) -> Process {
         max_connections: 16,
     };
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let token_file = secrets.path().join("admin.token");
+    AdminToken::create(&token_file).expect("create the token");
+    let token = AdminToken::read(&token_file).expect("read the token");
+    let plane = AdminPlane {
+        listener: admin,
+        registry: Registry::new(),
+        token: token.clone(),
+    };
     let served = tokio::spawn(serve_with_admin(
         (main, gate),
-        (admin, Registry::new(), NoRoutes),
+        (plane, Ping),
         phase.clone(),
         settings,
         async {
@@ -88,14 +100,21 @@ async fn start(drain_timeout: Duration) -> Process {
         release,
         shutdown,
         served,
+        token,
+        _secrets: secrets,
     }
 }
 
 /// A request sent to `addr` asking to close after it; the connection, to read
 /// the answer from.
 async fn send(addr: SocketAddr, path: &str) -> TcpStream {
+    send_with(addr, path, "").await
+}
+
+/// The same with extra header lines (each ending in CRLF).
+async fn send_with(addr: SocketAddr, path: &str, headers: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\n{headers}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
     stream
 }
@@ -178,4 +197,34 @@ async fn a_drain_ends_at_its_deadline_with_requests_still_in_flight() {
         .expect("serving ends");
     let drained_in = started.elapsed();
     assert!(drained_in >= drain, "gave up after {drained_in:?}");
+}
+
+#[tokio::test]
+async fn admin_routes_require_the_token_and_monitoring_routes_do_not() {
+    let process = start(Duration::from_secs(10)).await;
+    let missing = get(process.admin, "/admin/ping").await;
+    assert!(missing.starts_with("HTTP/1.1 401 "), "{missing}");
+    assert!(missing.contains(r#""code":"unauthenticated""#), "{missing}");
+    let wrong = answer(
+        send_with(
+            process.admin,
+            "/admin/ping",
+            "Authorization: Bearer 00000000000000000000000000000000\r\n",
+        )
+        .await,
+    )
+    .await;
+    assert!(wrong.starts_with("HTTP/1.1 403 "), "{wrong}");
+    assert!(wrong.contains(r#""code":"forbidden""#), "{wrong}");
+    let right = format!("Authorization: {}\r\n", process.token.bearer());
+    let served = answer(send_with(process.admin, "/admin/ping", &right).await).await;
+    assert!(served.starts_with("HTTP/1.1 200 "), "{served}");
+    assert!(served.ends_with(r#"{"pong":true}"#), "{served}");
+    let unknown = answer(send_with(process.admin, "/admin/nothing", &right).await).await;
+    assert!(unknown.starts_with("HTTP/1.1 404 "), "{unknown}");
+    // Prometheus and probes need no credential.
+    for open in ["/metrics", "/health", "/ready"] {
+        let reply = get(process.admin, open).await;
+        assert!(!reply.starts_with("HTTP/1.1 401 "), "{open}: {reply}");
+    }
 }
