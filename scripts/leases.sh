@@ -29,7 +29,7 @@ deploy() { # $1: leased|static
     echo "[[regions]]"
     echo "id = \"local\""
     for i in 1 2 3 4; do
-        printf '[[cells]]\nid = "c%s"\nregion = "local"\nlisten = "127.0.0.1:730%s"\nadmin = "127.0.0.1:740%s"\n' "$i" "$i" "$i"
+        printf '[[cells]]\nid = "c%s"\nregion = "local"\nlisten = "127.0.0.1:730%s"\nadmin = "127.0.0.1:740%s"\npeer = "127.0.0.1:750%s"\n' "$i" "$i" "$i" "$i"
     done
     printf '[[routers]]\nid = "r1"\nregion = "local"\nlisten = "127.0.0.1:7300"\nadmin = "127.0.0.1:7400"\n'
     printf '[[items]]\nid = "hot"\nname = "Hot"\nprice = 1\nstock = %s\n' "$stock"

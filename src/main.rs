@@ -217,22 +217,31 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, ExitCode> {
     })
 }
 
-/// Binds a process's two listeners and announces their addresses.
-async fn bind_pair(
+/// Binds a process's listeners (a cell's peer listener too) and announces their
+/// addresses.
+async fn bind_all(
     role: &str,
     id: &str,
-    listen: SocketAddr,
-    admin: SocketAddr,
-) -> Result<(TcpListener, TcpListener), ExitCode> {
+    (listen, admin, peer): (SocketAddr, SocketAddr, Option<SocketAddr>),
+) -> Result<(TcpListener, TcpListener, Option<TcpListener>), ExitCode> {
     let listener = bind("main", listen).await?;
     let admin = bind("admin", admin).await?;
-    let (Ok(listen), Ok(admin_addr)) = (listener.local_addr(), admin.local_addr()) else {
+    let peer = match peer {
+        Some(peer) => Some(bind("peer", peer).await?),
+        None => None,
+    };
+    let bound = (
+        listener.local_addr(),
+        admin.local_addr(),
+        peer.as_ref().map(TcpListener::local_addr).transpose(),
+    );
+    let (Ok(listen), Ok(admin_addr), Ok(peer_addr)) = bound else {
         tracing::error!("cannot read the bound addresses");
         return Err(ExitCode::FAILURE);
     };
-    tracing::info!(role, id, %listen, admin = %admin_addr, "listening");
-    announce(role, id, listen, admin_addr);
-    Ok((listener, admin))
+    tracing::info!(role, id, %listen, admin = %admin_addr, peer = ?peer_addr, "listening");
+    announce(role, id, listen, admin_addr, peer_addr);
+    Ok((listener, admin, peer))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -257,12 +266,13 @@ async fn process(role: Role, args: ProcessArgs) -> ExitCode {
         Err(code) => return code,
     };
     let addresses = match role {
-        Role::Router => topology.router(&args.id).map(|r| (r.listen, r.admin)),
-        Role::Cell => topology
-            .cell_index(&args.id)
-            .map(|i| (topology.cells()[i].listen, topology.cells()[i].admin)),
+        Role::Router => topology.router(&args.id).map(|r| (r.listen, r.admin, None)),
+        Role::Cell => topology.cell_index(&args.id).map(|i| {
+            let cell = &topology.cells()[i];
+            (cell.listen, cell.admin, Some(cell.peer))
+        }),
     };
-    let Some((listen, admin)) = addresses else {
+    let Some(addresses) = addresses else {
         eprintln!(
             "{}: there is no {} {:?}",
             args.config.display(),
@@ -271,8 +281,8 @@ async fn process(role: Role, args: ProcessArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE as u8);
     };
-    let (listener, admin) = match bind_pair(role.name(), &args.id, listen, admin).await {
-        Ok(pair) => pair,
+    let (listener, admin, peer) = match bind_all(role.name(), &args.id, addresses).await {
+        Ok(bound) => bound,
         Err(code) => return code,
     };
     let token = match AdminToken::read(&topology.admin_token_file()) {
@@ -289,13 +299,22 @@ async fn process(role: Role, args: ProcessArgs) -> ExitCode {
     };
     let reloads = reload_on_sighup(args.config.clone(), topology.clone());
     let shutdown = shutdown_signal(args.exit_on_stdin_eof);
-    let outcome = match role {
-        Role::Router => ldc_router::run(topology, listener, admin, reloads, shutdown)
+    let outcome = match (role, peer) {
+        (Role::Router, _) => ldc_router::run(topology, listener, admin, reloads, shutdown)
             .await
             .map_err(|err| err.to_string()),
-        Role::Cell => ldc_cell::run(topology, &args.id, listener, admin, reloads, shutdown)
-            .await
-            .map_err(|err| err.to_string()),
+        (Role::Cell, Some(peer)) => {
+            let listeners = ldc_cell::Listeners {
+                user: listener,
+                peer,
+                admin,
+                reloads,
+            };
+            ldc_cell::run(topology, &args.id, listeners, shutdown)
+                .await
+                .map_err(|err| err.to_string())
+        }
+        (Role::Cell, None) => Err("a cell needs its peer listener".to_owned()),
     };
     match outcome {
         Ok(()) => {

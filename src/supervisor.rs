@@ -42,13 +42,21 @@ struct Spec {
     id: String,
 }
 
+/// The listeners a child announced it bound.
+#[derive(Debug, Clone, Copy)]
+struct Addresses {
+    listen: SocketAddr,
+    admin: SocketAddr,
+    /// A cell's peer listener.
+    peer: Option<SocketAddr>,
+}
+
 /// A started child and what it announced.
 #[derive(Debug)]
 struct Running {
     child: Child,
     pid: u32,
-    listen: SocketAddr,
-    admin: SocketAddr,
+    addresses: Addresses,
     started: Instant,
     /// Held open for the child's life: closing it tells the child to stop.
     _stdin: ChildStdin,
@@ -177,7 +185,7 @@ pub async fn up(config: &Path) -> ExitCode {
         }
     };
     let try_url = match routers.first() {
-        Some((_, r)) => format!("curl http://{}/v1/users/alice/whoami", r.listen),
+        Some((_, r)) => format!("curl http://{}/v1/users/alice/whoami", r.addresses.listen),
         None => "no router in the deploy file: talk to a cell directly".to_owned(),
     };
     // Both handlers are in place before anyone is told the cluster is ready: a
@@ -248,7 +256,7 @@ pub async fn up(config: &Path) -> ExitCode {
 fn reload(
     config: &Path,
     current: &Topology,
-    bound: &HashMap<String, (SocketAddr, SocketAddr)>,
+    bound: &HashMap<String, Addresses>,
     resolved: &Path,
 ) -> Result<Topology, String> {
     let next = Topology::load(config).map_err(|err| err.to_string())?;
@@ -267,7 +275,7 @@ async fn start_all(
     specs: &[Spec],
     config: &Path,
     settings: &Settings,
-    bound: &mut HashMap<String, (SocketAddr, SocketAddr)>,
+    bound: &mut HashMap<String, Addresses>,
 ) -> Result<Vec<(Spec, Running)>, ()> {
     let mut starting = JoinSet::new();
     for spec in specs {
@@ -287,7 +295,7 @@ async fn start_all(
         match started {
             Ok(child) => {
                 report("started", &spec, &child);
-                bound.insert(spec.id.clone(), (child.listen, child.admin));
+                bound.insert(spec.id.clone(), child.addresses);
                 running.push((spec, child));
             }
             Err(err) => {
@@ -311,9 +319,15 @@ async fn stop_all(children: Vec<(Spec, Running)>, settings: &Settings) -> ExitCo
 }
 
 fn report(what: &str, spec: &Spec, child: &Running) {
+    let Addresses {
+        listen,
+        admin,
+        peer,
+    } = child.addresses;
+    let peer = peer.map(|peer| format!(" peer={peer}")).unwrap_or_default();
     println!(
-        "ldc up: {what} {} {} pid={} listen={} admin={}",
-        spec.role, spec.id, child.pid, child.listen, child.admin
+        "ldc up: {what} {} {} pid={} listen={listen} admin={admin}{peer}",
+        spec.role, spec.id, child.pid
     );
 }
 
@@ -322,14 +336,18 @@ fn report(what: &str, spec: &Spec, child: &Running) {
 /// original when no port was 0).
 fn write_resolved(
     deploy: &Deploy,
-    bound: &HashMap<String, (SocketAddr, SocketAddr)>,
+    bound: &HashMap<String, Addresses>,
     original: &Path,
     resolved: &Path,
 ) -> Result<PathBuf, ()> {
     let mut deploy = deploy.clone();
     let port_zero = |text: &str| text.parse::<SocketAddr>().is_ok_and(|a| a.port() == 0);
     let any_port_zero = deploy.cells.iter().any(|c| {
-        port_zero(&c.listen) || port_zero(&c.admin) || c.advertise.as_deref().is_some_and(port_zero)
+        port_zero(&c.listen)
+            || port_zero(&c.admin)
+            || c.advertise.as_deref().is_some_and(port_zero)
+            // No peer address is port 0 on the listen host.
+            || c.peer.as_deref().is_none_or(port_zero)
     }) || deploy
         .routers
         .iter()
@@ -343,22 +361,25 @@ fn write_resolved(
         }
     };
     for cell in &mut deploy.cells {
-        if let Some(&(listen, admin)) = bound.get(&cell.id) {
+        if let Some(bound) = bound.get(&cell.id) {
             if let Some(advertise) = cell.advertise.as_mut()
                 && let Ok(mut addr) = advertise.parse::<SocketAddr>()
                 && addr.port() == 0
             {
-                addr.set_port(listen.port());
+                addr.set_port(bound.listen.port());
                 fill(advertise, addr);
             }
-            fill(&mut cell.listen, listen);
-            fill(&mut cell.admin, admin);
+            fill(&mut cell.listen, bound.listen);
+            fill(&mut cell.admin, bound.admin);
+            if let Some(peer) = bound.peer {
+                fill(cell.peer.get_or_insert_with(|| peer.to_string()), peer);
+            }
         }
     }
     for router in &mut deploy.routers {
-        if let Some(&(listen, admin)) = bound.get(&router.id) {
-            fill(&mut router.listen, listen);
-            fill(&mut router.admin, admin);
+        if let Some(bound) = bound.get(&router.id) {
+            fill(&mut router.listen, bound.listen);
+            fill(&mut router.admin, bound.admin);
         }
     }
     let text = match Topology::from_deploy(resolved.display().to_string(), deploy) {
@@ -415,30 +436,29 @@ async fn start(spec: &Spec, config: &Path, settings: &Settings) -> Result<Runnin
     let deadline = tokio::time::Instant::now() + settings.ready_timeout;
     let timeout_ms = settings.ready_timeout.as_millis() as u64;
     let ready = async {
-        let (listen, admin) = tokio::select! {
+        let addresses: Addresses = tokio::select! {
             announced = announced => announced.map_err(|_| StartError::Exited("closed its standard output".to_owned()))?,
             status = child.wait() => return Err(exited(status)),
         };
-        let url = format!("http://{admin}/ready");
+        let url = format!("http://{}/ready", addresses.admin);
         loop {
             let ok = tokio::select! {
                 reply = settings.client.get(&url) => reply.is_ok_and(|r| r.status.is_success()),
                 status = child.wait() => return Err(exited(status)),
             };
             if ok {
-                return Ok((listen, admin));
+                return Ok(addresses);
             }
             tokio::time::sleep(READY_POLL).await;
         }
     };
-    let (listen, admin) = tokio::time::timeout_at(deadline, ready)
+    let addresses = tokio::time::timeout_at(deadline, ready)
         .await
         .map_err(|_| StartError::Timeout(timeout_ms))??;
     Ok(Running {
         child,
         pid,
-        listen,
-        admin,
+        addresses,
         started: Instant::now(),
         _stdin: stdin,
     })
@@ -456,7 +476,7 @@ fn exited(status: std::io::Result<std::process::ExitStatus>) -> StartError {
 async fn forward_stdout(
     id: String,
     stdout: tokio::process::ChildStdout,
-    announced: oneshot::Sender<(SocketAddr, SocketAddr)>,
+    announced: oneshot::Sender<Addresses>,
 ) {
     let mut announced = Some(announced);
     let mut lines = BufReader::new(stdout).lines();
@@ -479,8 +499,8 @@ async fn forward_stderr(id: String, stderr: tokio::process::ChildStderr) {
     }
 }
 
-/// Reads `ldc-listening role=.. id=.. listen=ADDR admin=ADDR`.
-fn parse_announcement(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+/// Reads `ldc-listening role=.. id=.. listen=ADDR admin=ADDR [peer=ADDR]`.
+fn parse_announcement(line: &str) -> Option<Addresses> {
     let fields = line.strip_prefix("ldc-listening ")?;
     let value = |key: &str| {
         fields
@@ -488,7 +508,11 @@ fn parse_announcement(line: &str) -> Option<(SocketAddr, SocketAddr)> {
             .find_map(|field| field.strip_prefix(key)?.strip_prefix('='))
             .and_then(|v| v.parse().ok())
     };
-    Some((value("listen")?, value("admin")?))
+    Some(Addresses {
+        listen: value("listen")?,
+        admin: value("admin")?,
+        peer: value("peer"),
+    })
 }
 
 /// Keeps one child alive until `stopping` turns true, then stops it.

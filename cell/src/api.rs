@@ -1,5 +1,5 @@
-//! The cell's HTTP API: ownership check first, then the user's accounts, transfers
-//! and orders. Writes go through the group committer; reads use store snapshots.
+//! The cell's user API (`ldc_topology::USER_ROUTES`): ownership check first, then
+//! the user's accounts, transfers and orders. Writes go through the group committer; reads use store snapshots.
 
 pub(crate) mod reply;
 pub(crate) mod request;
@@ -11,7 +11,7 @@ use std::pin::Pin;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use ldc_serve::{Body, Handler, json};
-use ldc_topology::{is_valid_user_id, split_user_path};
+use ldc_topology::{RouteMiss, is_valid_user_id, split_user_path, user_route};
 use serde::Serialize;
 use serde_json::json as value;
 
@@ -50,18 +50,21 @@ impl<S: Store + 'static> Cell<S> {
     /// that take them.
     fn route(&self, req: Request<Incoming>) -> Routed<'_> {
         let path = req.uri().path();
-        if path.starts_with("/v1/gz/") {
-            return Routed::Later(Box::pin(self.global_zone(req)));
+        // The user API only: other cells' routes are on the peer listener.
+        match user_route(req.method().as_str(), path) {
+            Ok(()) => {}
+            Err(RouteMiss::NotFound) => {
+                return Routed::Now(Err(CellError::NotFound(path.to_owned())));
+            }
+            Err(RouteMiss::MethodNotAllowed(allow)) => {
+                return Routed::Now(Err(CellError::MethodNotAllowed {
+                    method: req.method().to_string(),
+                    allow,
+                }));
+            }
         }
         if let Some(item_id) = path.strip_prefix("/v1/items/") {
-            return Routed::Now(if req.method() == Method::GET {
-                self.item(item_id)
-            } else {
-                Err(CellError::MethodNotAllowed {
-                    method: req.method().to_string(),
-                    allow: "GET",
-                })
-            });
+            return Routed::Now(self.item(item_id));
         }
         let found = Self::user(&req).and_then(|(user, rest)| Ok((user, rest, self.holder(user)?)));
         let (user, rest, (slot, shard)) = match found {

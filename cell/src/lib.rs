@@ -14,6 +14,7 @@ mod gz;
 pub mod ledger;
 mod lifecycle;
 mod metrics;
+mod peer;
 mod shard;
 mod stock;
 pub mod store;
@@ -22,13 +23,11 @@ mod takeover;
 use std::future::Future;
 use std::sync::Arc;
 
-use ldc_serve::AdminPlane;
 use ldc_topology::Topology;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 pub use cell::Cell;
 pub use error::CellError;
+pub use lifecycle::Listeners;
 pub use metrics::ShardMetrics;
 pub use shard::Shard;
 
@@ -39,18 +38,11 @@ pub use shard::Shard;
 pub async fn run(
     topology: Arc<Topology>,
     id: &str,
-    listener: TcpListener,
-    admin: AdminPlane,
-    reloads: watch::Receiver<Arc<Topology>>,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), CellError> {
     let index = topology
         .cell_index(id)
         .ok_or_else(|| CellError::UnknownCell(id.to_owned()))?;
-    let listeners = lifecycle::Listeners {
-        listener,
-        admin,
-        reloads,
-    };
     lifecycle::run(topology, index, listeners, shutdown).await
 }

@@ -16,14 +16,20 @@ use crate::cell::Cell;
 use crate::error::CellError;
 use crate::gz::keeper;
 use crate::metrics::ShardMetrics;
+use crate::peer::Peer;
 use crate::store::Store;
 use crate::takeover::{self, Backing, file_locks::OneHost};
 
 /// What a cell serves on, and what it is told while it runs.
-pub(crate) struct Listeners {
-    pub(crate) listener: TcpListener,
-    pub(crate) admin: AdminPlane,
-    pub(crate) reloads: watch::Receiver<Arc<Topology>>,
+#[derive(Debug)]
+pub struct Listeners {
+    /// Users' requests, from routers.
+    pub user: TcpListener,
+    /// Other cells' requests: the global zone's items and leases.
+    pub peer: TcpListener,
+    pub admin: AdminPlane,
+    /// Each topology sent here replaces the running one if it moves no slot.
+    pub reloads: watch::Receiver<Arc<Topology>>,
 }
 
 /// Runs cell `index` of `topology` until `shutdown` resolves, then drains.
@@ -144,7 +150,8 @@ async fn serve<S: Store>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), CellError> {
     let Listeners {
-        listener,
+        user,
+        peer,
         admin,
         reloads,
     } = listeners;
@@ -159,7 +166,8 @@ async fn serve<S: Store>(
     );
     let routes = CellAdmin(cell.clone());
     serve_ready(
-        (listener, cell.clone()),
+        (user, cell.clone()),
+        Some((peer, Arc::new(Peer(cell.clone())))),
         (admin, routes),
         settings,
         reloads,

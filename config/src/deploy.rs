@@ -410,6 +410,12 @@ pub struct CellConf {
     pub advertise: Option<String>,
     /// Address of the cell's admin listener (`/metrics`, `/health`, `/ready`).
     pub admin: String,
+    /// Address of the cell's peer listener, where other cells reach it (the
+    /// global zone's items and leases). When absent, port 0 on `listen`'s host:
+    /// `ldc up` picks a free one. Required with a `[global_zone]` when `listen`
+    /// names a port, since other cells could not find an unnamed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     #[serde(default = "defaults::weight")]
     pub weight: u32,
     /// Cell that takes this cell's slots over when it is down.

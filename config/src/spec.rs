@@ -11,6 +11,8 @@ pub struct CellSpec {
     pub listen: SocketAddr,
     pub advertise: SocketAddr,
     pub admin: SocketAddr,
+    /// Where other cells reach this one (bound and advertised alike).
+    pub peer: SocketAddr,
     pub weight: u32,
     /// Index of the standby cell.
     pub standby: Option<usize>,

@@ -29,6 +29,7 @@ pub struct CellSummary {
     pub listen: String,
     pub advertise: String,
     pub admin: String,
+    pub peer: String,
     pub weight: u32,
     pub standby: Option<String>,
     /// Slots this cell owns under the placement.
@@ -58,6 +59,7 @@ impl Topology {
                 listen: c.listen.to_string(),
                 advertise: c.advertise.to_string(),
                 admin: c.admin.to_string(),
+                peer: c.peer.to_string(),
                 weight: c.weight,
                 standby: c.standby.map(|s| self.cells()[s].id.clone()),
                 slots,

@@ -258,13 +258,31 @@ impl Checker {
                 _ => listen,
             };
             let admin = self.address(at("admin"), &c.admin);
-            if let (Some(listen), Some(advertise), Some(admin)) = (listen, advertise, admin) {
+            let peer = match (&c.peer, listen) {
+                (Some(peer), _) => self.address(at("peer"), peer),
+                (None, Some(listen)) if listen.port() == 0 || d.global_zone.is_none() => {
+                    Some(SocketAddr::new(listen.ip(), 0))
+                }
+                (None, Some(_)) => {
+                    self.problem(
+                        at("peer"),
+                        "required with a [global_zone] when listen has a port: the address \
+                         other cells reach this cell on",
+                    );
+                    None
+                }
+                (None, None) => None,
+            };
+            if let (Some(listen), Some(advertise), Some(admin), Some(peer)) =
+                (listen, advertise, admin, peer)
+            {
                 cells.push(CellSpec {
                     id: c.id.clone(),
                     region: c.region.clone(),
                     listen,
                     advertise,
                     admin,
+                    peer,
                     weight: c.weight,
                     standby,
                     data_dir: c.data_dir.clone().unwrap_or_else(|| d.data_dir.join(&c.id)),

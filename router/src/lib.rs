@@ -41,6 +41,7 @@ pub async fn run(
     let routes = TopologyRoute(proxy.clone());
     serve_ready(
         (listener, proxy.clone()),
+        None::<(TcpListener, Arc<Proxy>)>,
         (admin, routes),
         settings,
         reloads,

@@ -206,11 +206,13 @@ async fn serve_admin<R: AdminRoutes>(
     serve(listener, admin, settings, shutdown).await;
 }
 
-/// Serves a process's two listeners: `main` until `shutdown` resolves (publishing
-/// `Draining` at that moment), and the admin listener until `main` has drained, so
-/// `/ready` keeps telling the truth while the process drains.
-pub async fn serve_with_admin<H: Handler, R: AdminRoutes>(
+/// Serves a process's listeners: `main` (and a cell's `peer` listener) until
+/// `shutdown` resolves (publishing `Draining` at that moment), and the admin
+/// listener until they have drained, so `/ready` keeps telling the truth while the
+/// process drains.
+pub async fn serve_with_admin<H: Handler, P: Handler, R: AdminRoutes>(
     main: (TcpListener, Arc<H>),
+    peer: Option<(TcpListener, Arc<P>)>,
     admin: (AdminPlane, R),
     phase: PhaseTx,
     settings: ServeSettings,
@@ -222,13 +224,30 @@ pub async fn serve_with_admin<H: Handler, R: AdminRoutes>(
         // An Err only means the sender is gone, which is the same news.
         let _ = drained_rx.await;
     });
+    let (stop, _) = watch::channel(false);
+    let stopped = || {
+        let mut stopping = stop.subscribe();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
+    };
     let main_server = async {
         let (listener, handler) = main;
-        serve(listener, handler, settings.clone(), async {
+        let peer_server = async {
+            if let Some((listener, handler)) = peer {
+                serve(listener, handler, settings.clone(), stopped()).await;
+            }
+        };
+        let stopping = async {
             shutdown.await;
             phase.send_replace(Phase::Draining);
-        })
-        .await;
+            stop.send_replace(true);
+        };
+        tokio::join!(
+            serve(listener, handler, settings.clone(), stopped()),
+            peer_server,
+            stopping
+        );
         let _ = drained_tx.send(());
     };
     tokio::join!(main_server, admin_server);

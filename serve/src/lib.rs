@@ -36,11 +36,13 @@ use ldc_topology::Topology;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Serves a process that is ready: `main`'s handler on its listener and the admin
-/// routes beside it, applying each topology sent on `reloads` with `apply`, until
-/// `shutdown` resolves; then drains, the admin listener last (`admin.rs`).
-pub async fn serve_ready<H: Handler, R: AdminRoutes>(
+/// Serves a process that is ready: `main`'s handler on its listener (and a cell's
+/// `peer` listener) and the admin routes beside it, applying each topology sent on
+/// `reloads` with `apply`, until `shutdown` resolves; then drains, the admin
+/// listener last (`admin.rs`).
+pub async fn serve_ready<H: Handler, P: Handler, R: AdminRoutes>(
     main: (TcpListener, Arc<H>),
+    peer: Option<(TcpListener, Arc<P>)>,
     admin: (AdminPlane, R),
     settings: ServeSettings,
     reloads: watch::Receiver<Arc<Topology>>,
@@ -49,6 +51,6 @@ pub async fn serve_ready<H: Handler, R: AdminRoutes>(
 ) {
     let (phase, _) = phase_channel();
     phase.send_replace(Phase::Ready);
-    let serving = serve_with_admin(main, admin, phase, settings, shutdown);
+    let serving = serve_with_admin(main, peer, admin, phase, settings, shutdown);
     serve_reloading(serving, reloads, apply).await;
 }

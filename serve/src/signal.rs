@@ -53,11 +53,19 @@ async fn until_signal(
     }
 }
 
-/// Prints the one line a process writes to standard output, once both listeners are
-/// bound: `ldc-listening role=cell id=a1 listen=127.0.0.1:7101 admin=127.0.0.1:7201`.
-/// Logs go to standard error, so this line is all a supervisor has to parse.
-pub fn announce(role: &str, id: &str, listen: SocketAddr, admin: SocketAddr) {
-    println!("ldc-listening role={role} id={id} listen={listen} admin={admin}");
+/// Prints the one line a process writes to standard output, once its listeners are
+/// bound: `ldc-listening role=cell id=a1 listen=127.0.0.1:7101 admin=127.0.0.1:7201
+/// peer=127.0.0.1:7401` (`peer` for cells only). Logs go to standard error, so this
+/// line is all a supervisor has to parse.
+pub fn announce(
+    role: &str,
+    id: &str,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    peer: Option<SocketAddr>,
+) {
+    let peer = peer.map(|peer| format!(" peer={peer}")).unwrap_or_default();
+    println!("ldc-listening role={role} id={id} listen={listen} admin={admin}{peer}");
 }
 
 /// Loads the deploy file at `path` again on every SIGHUP. Each file that loads and

@@ -295,7 +295,7 @@ async fn units_idle_at_one_cell_are_recalled_for_buyers_at_another() {
     }
     let state = cluster
         .client
-        .get(&format!("{}/v1/gz/items", cluster.cell_url("c1")))
+        .get(&format!("{}/v1/gz/items", cluster.peer_url("c1")))
         .await
         .expect("global zone answers")
         .json();
@@ -340,7 +340,7 @@ async fn a_cell_stopping_gracefully_gives_its_units_back_first() {
 }
 
 #[tokio::test]
-async fn the_router_does_not_forward_the_global_zones_routes() {
+async fn the_global_zones_routes_are_served_on_the_peer_listener_only() {
     let cluster = Cluster::builder()
         .cells(2)
         .extra(&deploy(100))
@@ -371,10 +371,17 @@ async fn the_router_does_not_forward_the_global_zones_routes() {
             "{method} {path}"
         );
     }
-    // Cells still reach the global zone at its cell.
-    let items = cluster
+    // Nor does the host's user listener serve them: they are on its peer
+    // listener, where cells reach the global zone.
+    let on_user_listener = cluster
         .client
         .get(&format!("{}/v1/gz/items", cluster.cell_url("c1")))
+        .await
+        .expect("the cell answers");
+    assert_eq!(on_user_listener.status, StatusCode::NOT_FOUND);
+    let items = cluster
+        .client
+        .get(&format!("{}/v1/gz/items", cluster.peer_url("c1")))
         .await
         .expect("global zone answers");
     assert_eq!(items.status, StatusCode::OK);

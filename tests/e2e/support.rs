@@ -25,6 +25,8 @@ pub struct Proc {
     pub pid: u32,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    /// A cell's peer listener.
+    pub peer: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +177,15 @@ impl Cluster {
         format!("http://{}", self.proc(id).listen)
     }
 
+    /// `http://ADDR` of a cell's peer listener.
+    pub fn peer_url(&self, id: &str) -> String {
+        let peer = self.proc(id).peer;
+        format!(
+            "http://{}",
+            peer.unwrap_or_else(|| panic!("{id} has no peer listener"))
+        )
+    }
+
     /// The id of the cell that owns `user_id`.
     pub fn owner(&self, user_id: &str) -> String {
         let (_, index) = self.topology().route(user_id);
@@ -263,16 +274,16 @@ impl Cluster {
         };
         let mut words = rest.split_whitespace();
         let (_role, id) = (words.next(), words.next().expect("id"));
-        let field = |key: &str| {
+        let optional = |key: &str| {
             rest.split_whitespace()
                 .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-                .to_owned()
         };
+        let field = |key: &str| optional(key).unwrap_or_else(|| panic!("no {key} in {line:?}"));
         let proc = Proc {
             pid: field("pid").parse().expect("pid"),
             listen: field("listen").parse().expect("listen"),
             admin: field("admin").parse().expect("admin"),
+            peer: optional("peer").map(|peer| peer.parse().expect("peer")),
         };
         self.procs.insert(id.to_owned(), proc);
     }

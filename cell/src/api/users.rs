@@ -8,7 +8,7 @@ use std::time::Instant;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use ldc_serve::{Body, json, json_bytes};
-use ldc_topology::{RouteMiss, is_valid_user_id, user_route};
+use ldc_topology::is_valid_user_id;
 use serde::Deserialize;
 use serde_json::json as value;
 
@@ -140,13 +140,8 @@ impl<S: Store + 'static> Cell<S> {
                     .ok_or_else(unknown)?;
                 Ok(json(StatusCode::OK, &order))
             }
-            (method, _) => Err(match user_route(method.as_str(), req.uri().path()) {
-                Err(RouteMiss::MethodNotAllowed(allow)) => CellError::MethodNotAllowed {
-                    method: method.to_string(),
-                    allow,
-                },
-                _ => CellError::NotFound(req.uri().path().to_owned()),
-            }),
+            // `route` let only the table's routes through.
+            (_, _) => Err(CellError::NotFound(req.uri().path().to_owned())),
         }
     }
 

@@ -46,8 +46,8 @@ impl Client {
     pub fn addresses(&self) -> Vec<SocketAddr> {
         let topology = self.topology.load();
         let cell = &topology.cells()[self.gz];
-        std::iter::once(cell.advertise)
-            .chain(cell.standby.map(|s| topology.cells()[s].advertise))
+        std::iter::once(cell.peer)
+            .chain(cell.standby.map(|s| topology.cells()[s].peer))
             .filter(|address| address.port() != 0)
             .collect()
     }

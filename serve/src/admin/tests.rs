@@ -85,6 +85,7 @@ async fn start(drain_timeout: Duration) -> Process {
     };
     let served = tokio::spawn(serve_with_admin(
         (main, gate),
+        None::<(TcpListener, Arc<Gate>)>,
         (plane, Ping),
         phase.clone(),
         settings,
