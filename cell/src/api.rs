@@ -8,8 +8,8 @@ mod users;
 use std::future::Future;
 use std::pin::Pin;
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use ldc_serve::{Body, Handler, json};
 use ldc_topology::{RouteMiss, is_valid_user_id, split_user_path, user_route};
 use serde::Serialize;
@@ -22,7 +22,7 @@ use crate::store::Store;
 
 impl<S: Store + 'static> Cell<S> {
     /// The user id a request is for, and the path after `/v1/users/{user_id}`.
-    fn user(req: &Request<Incoming>) -> Result<(&str, &str), CellError> {
+    fn user(req: &Request<Bytes>) -> Result<(&str, &str), CellError> {
         let path = req.uri().path();
         let (user_id, rest) = match split_user_path(path) {
             Some(split) => split,
@@ -48,7 +48,7 @@ impl<S: Store + 'static> Cell<S> {
     /// stream and moves the future a few times on the way, so its size is paid per
     /// request: in the box, the rare routes' large states cost only the requests
     /// that take them.
-    fn route(&self, req: Request<Incoming>) -> Routed<'_> {
+    fn route(&self, req: Request<Bytes>) -> Routed<'_> {
         let path = req.uri().path();
         // The user API only: other cells' routes are on the peer listener.
         match user_route(req.method().as_str(), path) {
@@ -139,7 +139,7 @@ enum Routed<'a> {
 impl<S: Store> Handler for Cell<S> {
     type Body = Body;
 
-    fn handle(&self, req: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send {
+    fn handle(&self, req: Request<Bytes>) -> impl Future<Output = Response<Body>> + Send {
         let routed = self.route(req);
         async move {
             let answer = match routed {

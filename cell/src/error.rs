@@ -31,8 +31,6 @@ pub enum CellError {
         field: Option<&'static str>,
         message: String,
     },
-    #[error("request body is larger than {0} bytes")]
-    BodyTooLarge(u64),
     #[error("{0}")]
     InvalidQuery(String),
     #[error("no item {0:?}")]
@@ -79,7 +77,6 @@ impl CellError {
                 StatusCode::NOT_FOUND
             }
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::SoldOut { .. } | Self::SaleClosed(_) => StatusCode::CONFLICT,
             Self::CrossCell { .. } | Self::SameUser => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Ledger(StoreError::Internal(_)) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -100,7 +97,6 @@ impl CellError {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::InvalidBody { .. } => "invalid_body",
-            Self::BodyTooLarge(_) => "body_too_large",
             Self::InvalidQuery(_) => "invalid_query",
             Self::UnknownItem(_) => "unknown_item",
             Self::UnknownOrder(_) => "unknown_order",

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use ldc_serve::{Body, Handler};
 
 use crate::cell::Cell;
@@ -17,7 +17,7 @@ pub(crate) struct Peer<S: Store>(pub(crate) Arc<Cell<S>>);
 impl<S: Store + 'static> Handler for Peer<S> {
     type Body = Body;
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, req: Request<Bytes>) -> Response<Body> {
         let cell = &self.0;
         let answer = if req.uri().path().starts_with("/v1/gz/") {
             cell.global_zone(req).await

@@ -2,18 +2,16 @@
 //! streamed, and the cell's response streamed back with the route in its headers.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Body as _;
-use hyper::body::Incoming;
 use ldc_serve::{
-    Handler, Http1Connection, Http1Error, Http1Limits, Http1Service, Served, content_length, json,
-    json_error, read_bounded, serve_http1,
+    Handler, Http1Connection, Http1Service, RequestError, Served, json, json_error, serve_http1,
 };
 use ldc_topology::{RouteMiss, Topology, is_valid_user_id, split_user_path, user_route};
 use prometheus::{IntGauge, Registry};
@@ -55,9 +53,6 @@ pub struct Proxy {
     health_metrics: HealthMetrics,
     /// Metrics of requests answered without a cell.
     local: CellMetrics,
-    /// What a client may send and how long it may take: for HTTP/1.1 clients'
-    /// connections, and the body bounds for HTTP/2 clients' requests too.
-    limits: Http1Limits,
     retry_after: HeaderValue,
 }
 
@@ -78,11 +73,6 @@ impl Proxy {
         let table = transport.table(topology.clone(), &metrics, &health_metrics, None);
         Ok(Self {
             local: metrics.cell(NO_CELL),
-            limits: Http1Limits {
-                body_timeout: Duration::from_millis(deploy.timeouts.header_read_timeout_ms),
-                max_body_bytes: deploy.limits.max_body_bytes,
-                stall_timeout: transport.request_timeout,
-            },
             retry_after: HeaderValue::from(deploy.timeouts.retry_after_s),
             table: ArcSwap::from_pointee(table),
             transport,
@@ -118,29 +108,6 @@ impl Proxy {
         );
         self.table.store(Arc::new(table));
         Ok(())
-    }
-
-    /// The body of an HTTP/2 client's request, whole: bounded in size and in time,
-    /// so that it can be sent again and so that a slow client never holds a cell's
-    /// time. (HTTP/1.1 clients' bodies are read by their connection, to the same
-    /// bounds.)
-    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, RouteError> {
-        let max = self.limits.max_body_bytes;
-        let declared = content_length(headers);
-        // Most requests are reads without a body: no timer for them, and no room
-        // in every request's future for reading one. A declared length over the
-        // bound is refused by the reader.
-        if body.is_end_stream() && declared.is_none_or(|len| len <= max) {
-            return Ok(Bytes::new());
-        }
-        let reading =
-            tokio::time::timeout(self.limits.body_timeout, read_bounded(body, declared, max));
-        match Box::pin(reading).await {
-            Ok(read) => Ok(read?),
-            Err(_) => Err(RouteError::BodyTimeout(
-                self.limits.body_timeout.as_millis() as u64,
-            )),
-        }
     }
 
     /// Reads a body from a channel of up to [`READ_WHOLE`] bytes with a known
@@ -270,21 +237,13 @@ fn placement_answer(topology: &Topology, health: &Health, user_id: &str) -> Resp
 impl Handler for Proxy {
     type Body = ProxyBody;
 
-    /// Requests of HTTP/2 clients.
-    async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
-        let (parts, body) = req.into_parts();
-        match self.read_body(&parts.headers, body).await {
-            Ok(body) => {
-                self.answer(Request::from_parts(parts, body), Delivery::Whole)
-                    .await
-            }
-            Err(error) => self.reject(Some(&parts.method), &error),
-        }
+    /// Requests of HTTP/2 clients, read whole by the listener.
+    fn handle(&self, req: Request<Bytes>) -> impl Future<Output = Response<ProxyBody>> + Send {
+        self.answer(req, Delivery::Whole)
     }
 
-    fn take_http1(self: Arc<Self>, conn: Http1Connection) -> Result<Served, Http1Connection> {
-        let limits = self.limits;
-        Ok(Box::pin(serve_http1(self, conn, limits)))
+    fn take_http1(self: Arc<Self>, conn: Http1Connection) -> Served {
+        Box::pin(serve_http1(self, conn))
     }
 }
 
@@ -296,8 +255,11 @@ impl Http1Service for Proxy {
         Proxy::answer(self, req, Delivery::Streamed)
     }
 
-    fn reject(&self, method: Option<&Method>, error: Http1Error) -> Response<ProxyBody> {
-        Proxy::reject(self, method, &error.into())
+    /// Counted with the answers given without a cell.
+    fn reject(&self, method: Option<&Method>, error: RequestError) -> Response<ProxyBody> {
+        let response = error.response().map(Either::Right);
+        self.local.observe(method, response.status(), 0.0);
+        response
     }
 }
 
@@ -354,14 +316,6 @@ impl Proxy {
             response.status(),
             started.elapsed().as_secs_f64(),
         );
-        response
-    }
-
-    /// The router's answer to a request it could not read, counted with the
-    /// answers given without a cell.
-    fn reject(&self, method: Option<&Method>, error: &RouteError) -> Response<ProxyBody> {
-        let response = self.error_response(error);
-        self.local.observe(method, response.status(), 0.0);
         response
     }
 }

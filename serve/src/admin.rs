@@ -5,9 +5,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -64,7 +63,7 @@ struct Admin<R> {
 impl<R: AdminRoutes> Handler for Admin<R> {
     type Body = Body;
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, req: Request<Bytes>) -> Response<Body> {
         if req.uri().path().starts_with("/admin/")
             && let Err(refusal) = self.token.check(req.headers())
         {
@@ -104,23 +103,10 @@ impl<R: AdminRoutes> Handler for Admin<R> {
 }
 
 impl<R: AdminRoutes> Admin<R> {
-    async fn write(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn write(&self, req: Request<Bytes>) -> Response<Body> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY)
-            .collect()
-            .await
-        {
-            Ok(body) => body.to_bytes(),
-            Err(err) => {
-                return json_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("cannot read the body (at most {MAX_ADMIN_BODY} bytes): {err}"),
-                    [],
-                );
-            }
-        };
+        let body = req.into_body();
         match self.routes.write(&method, &path, &body).await {
             Some(response) => response,
             None => json_error(
@@ -203,6 +189,8 @@ async fn serve_admin<R: AdminRoutes>(
         routes,
         token,
     });
+    let mut settings = settings;
+    settings.limits.max_body_bytes = MAX_ADMIN_BODY as u64;
     serve(listener, admin, settings, shutdown).await;
 }
 

@@ -31,6 +31,7 @@ use tokio::time::{Instant, Sleep};
 use self::chunked::{ChunkedDecoder, Decoded};
 use self::parse::{Framing, Head, MAX_HEAD_BYTES, parse_head};
 use self::response::{Asked, Shape, write_head};
+use crate::front::RequestError;
 use crate::server::Http1Connection;
 
 pub use self::chunked::ChunkError;
@@ -42,7 +43,8 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// still sends, so that the client reads the answer before the reset.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// What [`serve_http1`] hands each request to.
+/// What [`serve_http1`] hands each request to. A [`crate::Handler`] that does not
+/// take HTTP/1.1 connections itself is served through one (`front.rs`).
 pub trait Http1Service: Send + Sync + 'static {
     /// Streamed to the client as it comes, each wait bounded by
     /// [`Http1Limits::stall_timeout`].
@@ -53,21 +55,7 @@ pub trait Http1Service: Send + Sync + 'static {
 
     /// The answer to a request that could not be read (`method` is `None` when
     /// its head could not be); the connection closes after it.
-    fn reject(&self, method: Option<&Method>, error: Http1Error) -> Response<Self::Body>;
-}
-
-/// Why a request was refused before it reached the service.
-#[derive(Debug, thiserror::Error)]
-pub enum Http1Error {
-    #[error(transparent)]
-    Head(#[from] HeadError),
-    #[error(transparent)]
-    Chunked(#[from] ChunkError),
-    /// Its `Content-Length` is over [`Http1Limits::max_body_bytes`].
-    #[error("request body is larger than {0} bytes")]
-    BodyTooLarge(u64),
-    #[error("request body not received within {} ms", .0.as_millis())]
-    BodyTimeout(Duration),
+    fn reject(&self, method: Option<&Method>, error: RequestError) -> Response<Self::Body>;
 }
 
 /// The bounds a client connection is held to, beside the header read timeout of
@@ -83,16 +71,13 @@ pub struct Http1Limits {
 
 /// Serves `conn` until its client closes it, a request asks to close it, it breaks
 /// a limit, or the listener stops.
-pub async fn serve_http1<S: Http1Service>(
-    service: Arc<S>,
-    conn: Http1Connection,
-    limits: Http1Limits,
-) {
+pub async fn serve_http1<S: Http1Service>(service: Arc<S>, conn: Http1Connection) {
     let Http1Connection {
         stream,
         peer,
         header_read_timeout,
         mut closing,
+        limits,
     } = conn;
     let mut conn = Conn {
         stream,
@@ -164,12 +149,12 @@ pub async fn serve_http1<S: Http1Service>(
 /// Why a connection stops before its request was answered.
 enum Broken {
     /// The request breaks a rule: answered, then the connection closes.
-    Reject(Http1Error),
+    Reject(RequestError),
     /// The client went away or stalled: nothing to answer.
     Gone(String),
 }
 
-impl<E: Into<Http1Error>> From<E> for Broken {
+impl<E: Into<RequestError>> From<E> for Broken {
     fn from(error: E) -> Self {
         Self::Reject(error.into())
     }
@@ -238,7 +223,7 @@ impl Conn {
     async fn read_length(&mut self, len: u64, deadline: Instant) -> Result<Bytes, Broken> {
         let max = self.limits.max_body_bytes;
         if len > max {
-            return Err(Http1Error::BodyTooLarge(max).into());
+            return Err(RequestError::BodyTooLarge(max).into());
         }
         let len = len as usize;
         while self.read.len() < len {
@@ -282,7 +267,7 @@ impl Conn {
             Some(Ok(0)) => Err(Broken::Gone("closed within a request body".into())),
             Some(Ok(_)) => Ok(()),
             Some(Err(err)) => Err(Broken::Gone(err.to_string())),
-            None => Err(Http1Error::BodyTimeout(self.limits.body_timeout).into()),
+            None => Err(RequestError::BodyTimeout(self.limits.body_timeout).into()),
         }
     }
 
@@ -291,7 +276,7 @@ impl Conn {
         &mut self,
         service: &S,
         method: Option<&Method>,
-        error: Http1Error,
+        error: RequestError,
     ) {
         let response = service.reject(method, error);
         self.write.clear();

@@ -6,6 +6,7 @@
 mod admin;
 mod body;
 mod coalesce;
+mod front;
 mod http1;
 mod idle;
 mod phase;
@@ -21,7 +22,8 @@ use admin::serve_with_admin;
 pub use admin::{AdminPlane, AdminRoutes};
 pub use body::{BodyError, content_length, read_bounded};
 pub use coalesce::Coalesce;
-pub use http1::{ChunkError, HeadError, Http1Error, Http1Limits, Http1Service, serve_http1};
+pub use front::{Answer, RequestError};
+pub use http1::{ChunkError, HeadError, Http1Limits, Http1Service, serve_http1};
 use phase::{Phase, phase_channel};
 pub use reply::{Body, error_body, error_chain, json, json_bytes, json_error};
 pub use server::{Handler, Http1Connection, MAX_CONCURRENT_STREAMS, ServeSettings, Served, serve};

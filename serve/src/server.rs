@@ -1,6 +1,7 @@
 //! The accept loop: HTTP/1.1 and HTTP/2 on one listener, a bound on open
 //! connections, a header-read timeout, an idle timeout for HTTP/2 connections,
-//! and a graceful drain with a deadline.
+//! requests read whole within the listener's bounds (`front.rs`), and a graceful
+//! drain with a deadline.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,8 +12,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -20,6 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::coalesce::Coalesce;
+use crate::front::{Front, read_whole};
+use crate::http1::{Http1Limits, serve_http1};
 use crate::idle::serve_until_quiet;
 use crate::preface::{Opening, opening};
 
@@ -29,18 +33,22 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
-/// What a listener serves: one request in, one response out.
+/// What a listener serves: one request in, read whole, one response out.
 pub trait Handler: Send + Sync + 'static {
     type Body: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
         + Send
+        + Unpin
         + 'static;
 
-    fn handle(&self, req: Request<Incoming>) -> impl Future<Output = Response<Self::Body>> + Send;
+    fn handle(&self, req: Request<Bytes>) -> impl Future<Output = Response<Self::Body>> + Send;
 
-    /// Takes an HTTP/1.1 connection to serve with a server of its own instead of
-    /// hyper's (the router's is `serve_http1`), or gives it back: the default.
-    fn take_http1(self: Arc<Self>, conn: Http1Connection) -> Result<Served, Http1Connection> {
-        Err(conn)
+    /// Serves an HTTP/1.1 connection: by default with [`serve_http1`] through the
+    /// shared front (`front.rs`); the router serves its own to stream answers.
+    fn take_http1(self: Arc<Self>, conn: Http1Connection) -> Served
+    where
+        Self: Sized,
+    {
+        Box::pin(serve_http1(Arc::new(Front(self)), conn))
     }
 }
 
@@ -56,6 +64,8 @@ pub struct Http1Connection {
     /// Becomes true when the listener stops: finish the request in hand, close.
     /// The listener's drain waits for the connection up to its deadline.
     pub closing: watch::Receiver<bool>,
+    /// The listener's bounds on a request's body.
+    pub limits: Http1Limits,
 }
 
 /// Limits of one listener, from the deploy file's `timeouts` and `limits`.
@@ -66,15 +76,24 @@ pub struct ServeSettings {
     pub http2_idle_timeout: Duration,
     pub drain_timeout: Duration,
     pub max_connections: usize,
+    /// Bounds on each request's body, and on the wait for a response body.
+    pub limits: Http1Limits,
 }
 
 impl ServeSettings {
     pub fn from_deploy(deploy: &ldc_topology::Deploy) -> Self {
+        let header_read_timeout = Duration::from_millis(deploy.timeouts.header_read_timeout_ms);
         Self {
-            header_read_timeout: Duration::from_millis(deploy.timeouts.header_read_timeout_ms),
+            header_read_timeout,
             http2_idle_timeout: Duration::from_millis(deploy.timeouts.http2_idle_timeout_ms),
             drain_timeout: Duration::from_millis(deploy.timeouts.drain_timeout_ms),
             max_connections: deploy.limits.max_connections as usize,
+            limits: Http1Limits {
+                // A body gets as long as a head to arrive.
+                body_timeout: header_read_timeout,
+                max_body_bytes: deploy.limits.max_body_bytes,
+                stall_timeout: Duration::from_millis(deploy.timeouts.request_timeout_ms),
+            },
         }
     }
 }
@@ -90,13 +109,6 @@ pub async fn serve<H: Handler>(
 ) {
     // The listener tells the protocols apart itself (see `opening`), so each
     // connection goes straight to its server.
-    let mut http1 = http1::Builder::new();
-    http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        // One write of head and body: small answers cost less that way than a
-        // two-buffer `writev` (4-5% more sold-out answers per second at a cell).
-        .writev(false);
     let mut http2 = http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
@@ -130,14 +142,25 @@ pub async fn serve<H: Handler>(
             tracing::debug!(cause = %err, %peer, "cannot set TCP_NODELAY");
         }
         let handler = handler.clone();
+        let limits = settings.limits;
         let service = service_fn({
             let handler = handler.clone();
-            move |req| {
+            move |req: Request<Incoming>| {
                 let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler.handle(req).await) }
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let answer = match read_whole(&parts.headers, body, &limits).await {
+                        Ok(body) => handler
+                            .handle(Request::from_parts(parts, body))
+                            .await
+                            .map(Either::Left),
+                        Err(error) => error.response().map(Either::Right),
+                    };
+                    Ok::<_, Infallible>(answer)
+                }
             }
         });
-        let (http1, http2) = (http1.clone(), http2.clone());
+        let http2 = http2.clone();
         let watcher = graceful.watcher();
         let (header_read_timeout, http2_idle_timeout, drain_timeout) = (
             settings.header_read_timeout,
@@ -173,23 +196,16 @@ pub async fn serve<H: Handler>(
                         peer,
                         header_read_timeout,
                         closing,
+                        limits,
                     };
-                    match handler.take_http1(conn) {
-                        Ok(served) => {
-                            served.await;
-                            Ok(())
-                        }
-                        Err(conn) => {
-                            let conn = http1.serve_connection(TokioIo::new(conn.stream), service);
-                            watcher.watch(conn).await
-                        }
-                    }
+                    handler.take_http1(conn).await;
+                    Ok(())
                 }
             };
             if let Err(err) = ended {
                 tracing::debug!(cause = %err, %peer, "connection ended with an error");
             }
-            drop(permit);
+            drop((permit, watcher));
         });
     }
     drop(listener);

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use ldc::client::HttpClient;
-use ldc_serve::{AdminPlane, AdminToken, Body, Handler, ServeSettings, json, serve};
+use ldc_serve::{AdminPlane, AdminToken, Body, Handler, Http1Limits, ServeSettings, json, serve};
 use ldc_topology::Topology;
 use prometheus::Registry;
 use tokio::net::TcpListener;
@@ -27,7 +27,7 @@ struct SlowCell {
 impl Handler for SlowCell {
     type Body = Body;
 
-    async fn handle(&self, _req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, _req: Request<Bytes>) -> Response<Body> {
         self.arrived.notify_one();
         tokio::time::sleep(self.delay).await;
         json(StatusCode::OK, &serde_json::json!({"slow": true}))
@@ -43,7 +43,7 @@ struct FakeAdmin {
 impl Handler for FakeAdmin {
     type Body = Body;
 
-    async fn handle(&self, _req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, _req: Request<Bytes>) -> Response<Body> {
         let shards = self.shards.lock().expect("shards").clone();
         json(
             StatusCode::OK,
@@ -75,6 +75,11 @@ fn settings() -> ServeSettings {
         http2_idle_timeout: Duration::from_secs(60),
         drain_timeout: Duration::from_secs(5),
         max_connections: 100,
+        limits: Http1Limits {
+            body_timeout: Duration::from_secs(5),
+            max_body_bytes: 1 << 20,
+            stall_timeout: Duration::from_secs(10),
+        },
     }
 }
 
@@ -165,7 +170,7 @@ struct NamedCell(&'static str);
 impl Handler for NamedCell {
     type Body = Body;
 
-    async fn handle(&self, _req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, _req: Request<Bytes>) -> Response<Body> {
         json(StatusCode::OK, &serde_json::json!({"cell": self.0}))
     }
 }
@@ -177,14 +182,10 @@ struct EchoCell;
 impl Handler for EchoCell {
     type Body = Body;
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        use http_body_util::BodyExt;
+    async fn handle(&self, req: Request<Bytes>) -> Response<Body> {
         let path = req.uri().path().to_owned();
         let expect = req.headers().contains_key(http::header::EXPECT);
-        let body = match req.into_body().collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(err) => return json(StatusCode::BAD_REQUEST, &err.to_string()),
-        };
+        let body = req.into_body();
         json(
             StatusCode::OK,
             &serde_json::json!({"body": String::from_utf8_lossy(&body), "expect": expect, "path": path}),
@@ -252,7 +253,7 @@ struct StreamingCell;
 impl Handler for StreamingCell {
     type Body = ChannelBody;
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<ChannelBody> {
+    async fn handle(&self, req: Request<Bytes>) -> Response<ChannelBody> {
         let stall = req.uri().path().ends_with("/stall");
         let (pieces, body) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {

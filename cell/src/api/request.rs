@@ -1,11 +1,6 @@
-//! What a cell reads from a request: its JSON body (bounded) and the checks every
+//! What a cell reads from a request: its JSON body and the checks every
 //! route applies to amounts, request ids and list queries.
 
-use std::future::Future;
-
-use http::Request;
-use hyper::body::Incoming;
-use ldc_serve::{BodyError, content_length, read_bounded};
 use ldc_topology::{MAX_MONEY, is_valid_user_id};
 use serde::Deserialize;
 
@@ -14,29 +9,13 @@ use crate::error::CellError;
 /// Default page size of list endpoints.
 const DEFAULT_PAGE: u32 = 20;
 
-/// The request's JSON body, at most `max` bytes. The future holds the body stream
-/// only, not the whole request.
-pub(crate) fn json_body<T: for<'de> Deserialize<'de>>(
-    req: Request<Incoming>,
-    max: u64,
-) -> impl Future<Output = Result<T, CellError>> + Send + 'static {
-    let declared = content_length(req.headers());
-    let body = req.into_body();
-    async move {
-        let bytes = read_bounded(body, declared, max)
-            .await
-            .map_err(|err| match err {
-                BodyError::TooLarge(max) => CellError::BodyTooLarge(max),
-                BodyError::Unreadable(_) => CellError::InvalidBody {
-                    field: None,
-                    message: err.to_string(),
-                },
-            })?;
-        serde_json::from_slice(&bytes).map_err(|err| CellError::InvalidBody {
-            field: None,
-            message: format!("invalid JSON body: {err}"),
-        })
-    }
+/// The request's JSON body (read whole, within the listener's bounds, by the
+/// front: `serve/src/front.rs`).
+pub(crate) fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, CellError> {
+    serde_json::from_slice(body).map_err(|err| CellError::InvalidBody {
+        field: None,
+        message: format!("invalid JSON body: {err}"),
+    })
 }
 
 pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> CellError {

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use ldc_serve::{Body, json, json_bytes};
 use ldc_topology::is_valid_user_id;
 use serde::Deserialize;
@@ -50,7 +50,7 @@ impl<S: Store + 'static> Cell<S> {
     /// path. `route` answers `GET /whoami` itself.
     pub(crate) async fn serve_user(
         &self,
-        req: Request<Incoming>,
+        req: Request<Bytes>,
         user: String,
         rest_len: usize,
         slot: u32,
@@ -70,7 +70,7 @@ impl<S: Store + 'static> Cell<S> {
                 ))
             }
             (Method::POST, "/deposits") => {
-                let body: DepositBody = json_body(req, self.limits.max_body_bytes).await?;
+                let body: DepositBody = json_body(req.body())?;
                 check_request_id(&body.request_id)?;
                 let command = Command::Deposit {
                     amount: check_amount(body.amount)?,
@@ -78,7 +78,7 @@ impl<S: Store + 'static> Cell<S> {
                 Self::write(&shard, user, slot, body.request_id, command).await
             }
             (Method::POST, "/transfers") => {
-                let body: TransferBody = json_body(req, self.limits.max_body_bytes).await?;
+                let body: TransferBody = json_body(req.body())?;
                 check_request_id(&body.request_id)?;
                 let amount = check_amount(body.amount)?;
                 if !is_valid_user_id(&body.to_user) {
@@ -103,9 +103,8 @@ impl<S: Store + 'static> Cell<S> {
                 Self::write(&shard, user, slot, body.request_id, command).await
             }
             (Method::POST, "/orders") => {
-                let body: OrderBody = json_body(req, self.limits.max_body_bytes)
-                    .await
-                    .inspect_err(|_| self.orders.declined.inc())?;
+                let body: OrderBody =
+                    json_body(req.body()).inspect_err(|_| self.orders.declined.inc())?;
                 self.order(&shard, user, slot, body).await
             }
             (Method::GET, "/orders") => {

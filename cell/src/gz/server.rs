@@ -2,8 +2,8 @@
 //! routes that create and close items. Served by the cell that hosts the global
 //! zone, or by its standby after a takeover.
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use ldc_serve::{Body, json};
 use ldc_topology::{MAX_MONEY, is_valid_user_id};
 use serde::Deserialize;
@@ -29,7 +29,7 @@ impl<S: Store + 'static> Cell<S> {
     /// `/v1/gz/items` (what cells poll) and `/v1/gz/leases` (what they lease by).
     pub(crate) async fn global_zone(
         &self,
-        req: Request<Incoming>,
+        req: Request<Bytes>,
     ) -> Result<Response<Body>, CellError> {
         let shard = self.global_zone_shard()?;
         let topology = self.topology();
@@ -50,7 +50,7 @@ impl<S: Store + 'static> Cell<S> {
                 Ok(json(StatusCode::OK, &Items { items }))
             }
             (Method::POST, LEASES_PATH) => {
-                let lease: Lease = json_body(req, self.limits.max_body_bytes).await?;
+                let lease: Lease = json_body(req.body())?;
                 if topology.cell_index(&lease.cell).is_none() {
                     return Err(invalid("cell", format!("no cell {:?}", lease.cell)));
                 }

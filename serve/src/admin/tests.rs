@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::*;
+use crate::http1::Http1Limits;
 use crate::phase::phase_channel;
 
 /// Answers each request once released, and tells when one has arrived.
@@ -24,7 +25,7 @@ struct Gate {
 impl Handler for Gate {
     type Body = Full<Bytes>;
 
-    async fn handle(&self, _: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, _: Request<Bytes>) -> Response<Full<Bytes>> {
         let _ = self.arrived.send(());
         let _ = self.release.clone().wait_for(|released| *released).await;
         Response::new(Full::new(Bytes::from_static(b"done")))
@@ -72,6 +73,11 @@ async fn start(drain_timeout: Duration) -> Process {
         http2_idle_timeout: Duration::from_secs(60),
         drain_timeout,
         max_connections: 16,
+        limits: Http1Limits {
+            body_timeout: Duration::from_secs(10),
+            max_body_bytes: 1024,
+            stall_timeout: Duration::from_secs(10),
+        },
     };
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
     let secrets = tempfile::tempdir().expect("temp dir");

@@ -15,7 +15,7 @@ use crate::testing::{Message, message, reads};
 
 /// The requests in `pieces`, read as a connection reads them: one piece at a
 /// time, each head as soon as it is whole, then its body.
-fn requests(pieces: &[&[u8]]) -> Result<Vec<Request<Bytes>>, Http1Error> {
+fn requests(pieces: &[&[u8]]) -> Result<Vec<Request<Bytes>>, RequestError> {
     let mut buf = BytesMut::new();
     let mut read = Vec::new();
     let mut reading: Option<(Head, ChunkedDecoder)> = None;
@@ -97,7 +97,7 @@ impl Http1Service for Echo {
         Response::new(Full::new(Bytes::from(text)))
     }
 
-    fn reject(&self, _: Option<&Method>, error: Http1Error) -> Response<Full<Bytes>> {
+    fn reject(&self, _: Option<&Method>, error: RequestError) -> Response<Full<Bytes>> {
         let mut response = Response::new(Full::new(Bytes::from(error.to_string())));
         *response.status_mut() = StatusCode::BAD_REQUEST;
         response
@@ -117,13 +117,13 @@ async fn connect() -> (TcpStream, watch::Sender<bool>) {
         peer,
         header_read_timeout: Duration::from_secs(10),
         closing: closing_rx,
+        limits: Http1Limits {
+            body_timeout: Duration::from_secs(10),
+            max_body_bytes: 1024,
+            stall_timeout: Duration::from_secs(10),
+        },
     };
-    let limits = Http1Limits {
-        body_timeout: Duration::from_secs(10),
-        max_body_bytes: 1024,
-        stall_timeout: Duration::from_secs(10),
-    };
-    tokio::spawn(serve_http1(Arc::new(Echo), conn, limits));
+    tokio::spawn(serve_http1(Arc::new(Echo), conn));
     (client, closing)
 }
 

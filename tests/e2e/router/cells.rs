@@ -96,7 +96,7 @@ struct MovedCell {
 impl Handler for MovedCell {
     type Body = Body;
 
-    async fn handle(&self, _req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, _req: Request<Bytes>) -> Response<Body> {
         *self.own.shards.lock().expect("shards") = serde_json::json!([]);
         *self.peer.shards.lock().expect("shards") =
             serde_json::json!([{"cell": "c2", "epoch": 1}, {"cell": "c1", "epoch": 2}]);
