@@ -246,15 +246,15 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
-/// A cell that streams its answer without a length: `.../stream` sends three
-/// pieces, `.../stall` one piece and then nothing for a minute.
+/// A cell that streams its answer without a length: user `stall` gets one piece
+/// and then nothing for a minute, everyone else three pieces.
 struct StreamingCell;
 
 impl Handler for StreamingCell {
     type Body = ChannelBody;
 
     async fn handle(&self, req: Request<Bytes>) -> Response<ChannelBody> {
-        let stall = req.uri().path().ends_with("/stall");
+        let stall = req.uri().path().starts_with("/v1/users/stall/");
         let (pieces, body) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             if stall {

@@ -334,7 +334,7 @@ async fn past_a_cells_stream_limit_a_request_waits_unsent_and_gets_503() {
     let mut holders = Vec::new();
     for i in 0..limit {
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let request = format!("GET /v1/users/u{i}/hold HTTP/1.1\r\nHost: ldc\r\n\r\n");
+        let request = format!("GET /v1/users/u{i}/balance HTTP/1.1\r\nHost: ldc\r\n\r\n");
         stream.write_all(request.as_bytes()).await.expect("send");
         holders.push(stream);
     }
@@ -344,7 +344,7 @@ async fn past_a_cells_stream_limit_a_request_waits_unsent_and_gets_503() {
     }
     assert_eq!(seen.load(Ordering::SeqCst), limit);
 
-    let late = format!("{}/v1/users/late/hold", router.url);
+    let late = format!("{}/v1/users/late/balance", router.url);
     let reply = HttpClient::new().get(&late).await.expect("router answers");
     assert_eq!(
         reply.status,

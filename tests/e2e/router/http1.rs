@@ -24,7 +24,7 @@ async fn requests_reach_cells_over_http2_and_over_http1() {
 async fn a_chunked_body_reaches_the_cell_whole() {
     for http2 in [true, false] {
         let router = echo_router(&format!("[proxy]\nhttp2_to_cells = {http2}\n")).await;
-        let request = "POST /v1/users/alice/echo HTTP/1.1\r\nHost: ldc\r\n\
+        let request = "POST /v1/users/alice/deposits HTTP/1.1\r\nHost: ldc\r\n\
             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
             5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
         let (reply, _) = exchange(&router, request.as_bytes()).await;
@@ -42,13 +42,13 @@ async fn a_chunked_body_reaches_the_cell_whole() {
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let router = echo_router("").await;
-    let requests = "GET /v1/users/a/one HTTP/1.1\r\nHost: ldc\r\n\r\n\
-        POST /v1/users/b/two HTTP/1.1\r\nHost: ldc\r\nContent-Length: 3\r\n\r\nxyz\
-        GET /v1/users/c/three HTTP/1.1\r\nHost: ldc\r\nConnection: close\r\n\r\n";
+    let requests = "GET /v1/users/a/balance HTTP/1.1\r\nHost: ldc\r\n\r\n\
+        POST /v1/users/b/deposits HTTP/1.1\r\nHost: ldc\r\nContent-Length: 3\r\n\r\nxyz\
+        GET /v1/users/c/journal HTTP/1.1\r\nHost: ldc\r\nConnection: close\r\n\r\n";
     let (reply, _) = exchange(&router, requests.as_bytes()).await;
     let answers: Vec<&str> = reply.split("HTTP/1.1 ").skip(1).collect();
     assert_eq!(answers.len(), 3, "{reply}");
-    for (answer, path) in answers.iter().zip(["one", "two", "three"]) {
+    for (answer, path) in answers.iter().zip(["balance", "deposits", "journal"]) {
         assert!(answer.starts_with("200 OK\r\n"), "{answer}");
         assert!(answer.contains(&format!("/{path}\"")), "{path}: {answer}");
         assert!(answer.contains("\r\nx-ldc-cell: c1\r\n"), "{answer}");
@@ -61,7 +61,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
         answers[2]
     );
 
-    let (reply, _) = exchange(&router, b"GET /v1/users/a/old HTTP/1.0\r\n\r\n").await;
+    let (reply, _) = exchange(&router, b"GET /v1/users/a/balance HTTP/1.0\r\n\r\n").await;
     assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
     assert!(reply.contains("\r\nconnection: close\r\n"), "{reply}");
     assert!(reply.contains("\r\ncontent-length: "), "{reply}");
@@ -75,7 +75,7 @@ async fn expect_100_continue_is_answered_before_the_body_is_sent() {
     let router = echo_router("").await;
     let addr = router.url.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let head = "POST /v1/users/a/echo HTTP/1.1\r\nHost: ldc\r\nContent-Length: 5\r\n\
+    let head = "POST /v1/users/a/deposits HTTP/1.1\r\nHost: ldc\r\nContent-Length: 5\r\n\
         Expect: 100-continue\r\nConnection: close\r\n\r\n";
     stream.write_all(head.as_bytes()).await.expect("send head");
     let mut interim = [0u8; 25];
@@ -101,10 +101,10 @@ async fn expect_100_continue_is_answered_before_the_body_is_sent() {
 async fn unreadable_requests_get_a_json_error_and_a_close() {
     let router = echo_router("[limits]\nmax_body_bytes = 1000\n").await;
     let huge_header = format!(
-        "GET /v1/users/a/x HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "GET /v1/users/a/balance HTTP/1.1\r\nX-Big: {}\r\n\r\n",
         "b".repeat(70_000)
     );
-    let post = "POST /v1/users/a/x HTTP/1.1\r\nHost: ldc\r\n";
+    let post = "POST /v1/users/a/deposits HTTP/1.1\r\nHost: ldc\r\n";
     let cases: Vec<(String, &str, &str)> = vec![
         ("NOT HTTP AT ALL\r\n\r\n".into(), "400", "bad_request"),
         (huge_header, "431", "head_too_large"),
@@ -142,7 +142,7 @@ async fn unreadable_requests_get_a_json_error_and_a_close() {
         // rest could pass as a second request.
         (
             format!(
-                "{post}Transfer-Encoding: chunked\r\n\r\n2;\nxx\r\n45\r\n0\r\n\r\nGET /v1/users/a/smuggled HTTP/1.1\r\nHost: ldc\r\n\r\n"
+                "{post}Transfer-Encoding: chunked\r\n\r\n2;\nxx\r\n45\r\n0\r\n\r\nGET /v1/users/a/journal HTTP/1.1\r\nHost: ldc\r\n\r\n"
             ),
             "400",
             "invalid_body",
@@ -158,7 +158,7 @@ async fn unreadable_requests_get_a_json_error_and_a_close() {
             "bad_request",
         ),
         (
-            "GET /v1/users/a/x HTTP/1.1\r\n\r\n".into(),
+            "GET /v1/users/a/balance HTTP/1.1\r\n\r\n".into(),
             "400",
             "bad_request",
         ),
@@ -200,7 +200,8 @@ async fn the_front_closes_stalled_clients_at_the_header_read_timeout() {
             "{reply}"
         );
     }
-    let stalled = "POST /v1/users/a/x HTTP/1.1\r\nHost: ldc\r\nContent-Length: 10\r\n\r\nabc";
+    let stalled =
+        "POST /v1/users/a/deposits HTTP/1.1\r\nHost: ldc\r\nContent-Length: 10\r\n\r\nabc";
     let (reply, waited) = exchange(&router, stalled.as_bytes()).await;
     assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
     assert!(reply.contains(r#""code":"body_timeout""#), "{reply}");
@@ -255,8 +256,8 @@ async fn silent_and_slow_clients_are_closed_at_the_header_read_timeout() {
 async fn a_response_of_unknown_length_is_chunked_and_keeps_the_connection() {
     let (reply, _) = from_streaming_cell(
         "",
-        b"GET /v1/users/a/stream HTTP/1.1\r\nHost: ldc\r\n\r\n\
-          GET /v1/users/a/stream HTTP/1.1\r\nHost: ldc\r\nConnection: close\r\n\r\n",
+        b"GET /v1/users/stream/balance HTTP/1.1\r\nHost: ldc\r\n\r\n\
+          GET /v1/users/stream/balance HTTP/1.1\r\nHost: ldc\r\nConnection: close\r\n\r\n",
     )
     .await;
     let answers: Vec<&str> = reply.split("HTTP/1.1 ").skip(1).collect();
@@ -279,7 +280,7 @@ async fn a_response_of_unknown_length_is_chunked_and_keeps_the_connection() {
 async fn a_response_that_stalls_is_cut_off_at_the_request_timeout() {
     let (reply, waited) = from_streaming_cell(
         "[timeouts]\nrequest_timeout_ms = 300\n",
-        b"GET /v1/users/a/stall HTTP/1.1\r\nHost: ldc\r\n\r\n",
+        b"GET /v1/users/stall/balance HTTP/1.1\r\nHost: ldc\r\n\r\n",
     )
     .await;
     assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
