@@ -1,6 +1,8 @@
 //! The cell's user API (`ldc_topology::USER_ROUTES`): ownership check first, then
 //! the user's accounts, transfers and orders. Writes go through the group committer; reads use store snapshots.
 
+#[cfg(test)]
+mod openapi_limits;
 pub(crate) mod reply;
 pub(crate) mod request;
 mod users;
