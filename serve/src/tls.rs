@@ -2,6 +2,7 @@
 //! deployment CA naming its identity, and checks the identity of the other side.
 
 mod identity;
+mod load;
 #[cfg(test)]
 mod tests;
 mod verify;
@@ -14,27 +15,24 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::client::Resumption;
-use rustls::client::verify_server_cert_signed_by_trust_anchor;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::{NoServerSessionStorage, ParsedCertificate, WebPkiClientVerifier};
-use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::pki_types::ServerName;
+use rustls::sign::SingleCertAndKey;
 use rustls::version::TLS13;
 use rustls::{
-    CertificateError, ClientConfig, CommonState, ConfigBuilder, OtherError, RootCertStore,
-    ServerConfig, WantsVerifier,
+    CertificateError, ClientConfig, CommonState, ConfigBuilder, OtherError, WantsVerifier,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use verify::{ClientVerifier, ServerVerifier};
+use load::Loaded;
+use verify::ServerVerifier;
 
 /// ALPN id of HTTP/2, offered by every peer-plane server.
 pub const ALPN_H2: &[u8] = b"h2";
@@ -118,14 +116,6 @@ pub struct Tls {
     loaded: ArcSwap<Loaded>,
 }
 
-/// What one reading of the files gives.
-struct Loaded {
-    roots: Arc<RootCertStore>,
-    key: Arc<CertifiedKey>,
-    accept_cells: Arc<ServerConfig>,
-    accept_routers: Arc<ServerConfig>,
-}
-
 impl fmt::Debug for Tls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tls")
@@ -155,7 +145,8 @@ impl Tls {
     }
 
     /// Reads the files again for new handshakes; open connections keep what they
-    /// were made with. On error the files read before stay in use.
+    /// were made with. On error the files read before stay in use. The reads
+    /// block, briefly: three small files.
     pub fn reload(&self) -> Result<(), TlsError> {
         let loaded = Loaded::read(&self.files, &self.identity, &self.provider)?;
         self.loaded.store(Arc::new(loaded));
@@ -253,162 +244,4 @@ async fn bounded<T>(
         .await
         .map_err(|_| HandshakeError::TimedOut(timeout))?
         .map_err(HandshakeError::Failed)
-}
-
-impl Loaded {
-    fn read(
-        files: &TlsFiles,
-        identity: &Identity,
-        provider: &Arc<CryptoProvider>,
-    ) -> Result<Self, TlsError> {
-        let mut roots = RootCertStore::empty();
-        for ca in certificates(&files.ca)? {
-            roots.add(ca).map_err(|err| TlsError::Ca {
-                path: files.ca.clone(),
-                why: err.to_string(),
-            })?;
-        }
-        let roots = Arc::new(roots);
-        let chain = certificates(&files.cert)?;
-        check_leaf(files, identity, provider, &roots, &chain)?;
-        let key = private_key(files, provider, chain)?;
-        let server = |accepts| server_config(files, identity, provider, &roots, &key, accepts);
-        Ok(Self {
-            accept_cells: server(Role::Cell)?,
-            accept_routers: server(Role::Router)?,
-            roots,
-            key,
-        })
-    }
-
-    fn server(&self, accepts: Role) -> &Arc<ServerConfig> {
-        match accepts {
-            Role::Cell => &self.accept_cells,
-            Role::Router => &self.accept_routers,
-        }
-    }
-}
-
-/// Refuses a leaf that names another process or would fail its peers' checks.
-fn check_leaf(
-    files: &TlsFiles,
-    identity: &Identity,
-    provider: &CryptoProvider,
-    roots: &RootCertStore,
-    chain: &[CertificateDer<'static>],
-) -> Result<(), TlsError> {
-    let (leaf, intermediates) = chain
-        .split_first()
-        .ok_or_else(|| no_certificate(&files.cert))?;
-    let found = Identity::of_certificate(leaf).map_err(|source| TlsError::Identity {
-        path: files.cert.clone(),
-        source,
-    })?;
-    if found != *identity {
-        return Err(TlsError::WrongIdentity {
-            path: files.cert.clone(),
-            found: Box::new(found),
-            expected: Box::new(identity.clone()),
-        });
-    }
-    let not_issued = |source| TlsError::NotIssued {
-        cert: files.cert.clone(),
-        ca: files.ca.clone(),
-        source,
-    };
-    let parsed = ParsedCertificate::try_from(leaf).map_err(not_issued)?;
-    verify_server_cert_signed_by_trust_anchor(
-        &parsed,
-        roots,
-        intermediates,
-        UnixTime::now(),
-        provider.signature_verification_algorithms.all,
-    )
-    .map_err(not_issued)
-}
-
-fn private_key(
-    files: &TlsFiles,
-    provider: &CryptoProvider,
-    chain: Vec<CertificateDer<'static>>,
-) -> Result<Arc<CertifiedKey>, TlsError> {
-    let pem = read(&files.key)?;
-    let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|err| TlsError::Pem {
-        path: files.key.clone(),
-        why: format!("no private key: {err}"),
-    })?;
-    let signing = provider
-        .key_provider
-        .load_private_key(der)
-        .map_err(|source| TlsError::Key {
-            path: files.key.clone(),
-            source,
-        })?;
-    let key = CertifiedKey::new(chain, signing);
-    key.keys_match().map_err(|source| TlsError::KeyMismatch {
-        key: files.key.clone(),
-        cert: files.cert.clone(),
-        source,
-    })?;
-    Ok(Arc::new(key))
-}
-
-fn server_config(
-    files: &TlsFiles,
-    identity: &Identity,
-    provider: &Arc<CryptoProvider>,
-    roots: &Arc<RootCertStore>,
-    key: &Arc<CertifiedKey>,
-    accepts: Role,
-) -> Result<Arc<ServerConfig>, TlsError> {
-    let webpki = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-        .build()
-        .map_err(|err| TlsError::Ca {
-            path: files.ca.clone(),
-            why: err.to_string(),
-        })?;
-    let verifier = ClientVerifier {
-        webpki,
-        deployment: identity.deployment().to_owned(),
-        accepts,
-    };
-    let mut config = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&TLS13])
-        .map_err(TlsError::Config)?
-        .with_client_cert_verifier(Arc::new(verifier))
-        .with_cert_resolver(Arc::new(SingleCertAndKey::from(key.clone())));
-    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
-    // No resumption (see `Tls::client_config`): tickets would only cost bytes.
-    config.session_storage = Arc::new(NoServerSessionStorage {});
-    config.send_tls13_tickets = 0;
-    Ok(Arc::new(config))
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-/// The certificates of a PEM file, at least one.
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| TlsError::Pem {
-            path: path.to_owned(),
-            why: err.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(no_certificate(path));
-    }
-    Ok(certs)
-}
-
-fn no_certificate(path: &Path) -> TlsError {
-    TlsError::Pem {
-        path: path.to_owned(),
-        why: "no certificate (a BEGIN CERTIFICATE section) in it".to_owned(),
-    }
 }
