@@ -55,6 +55,9 @@ enum Command {
         config: PathBuf,
         user_id: String,
     },
+    /// Make the certificates of the peer plane's mutual TLS.
+    #[command(subcommand)]
+    Certs(ldc::certs::CertsCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Command::Up { config } => block_on(ldc::supervisor::up(&config)),
         Command::Bench(args) => block_on(ldc::bench::bench(args)),
         Command::Chaos(args) => block_on(ldc::chaos::chaos(args)),
+        Command::Certs(command) => ldc::certs::command(command),
         Command::Router(args) => block_on(process(Role::Router, args)),
         Command::Cell(args) => block_on(process(Role::Cell, args)),
     }

@@ -1,7 +1,7 @@
 //! Process plumbing shared by the router and the cells: the serve loop with a
 //! connection limit and a drain deadline, an HTTP/1.1 server for proxies, bounded
-//! body reading, the admin listener, the lifecycle phase, JSON responses, and the
-//! shutdown signal.
+//! body reading, the admin listener, the lifecycle phase, JSON responses, the
+//! shutdown signal, and mutual TLS for the peer plane.
 
 mod admin;
 mod body;
@@ -16,6 +16,7 @@ mod server;
 mod signal;
 #[cfg(test)]
 mod testing;
+pub mod tls;
 mod token;
 
 use admin::serve_with_admin;
