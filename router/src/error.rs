@@ -3,6 +3,8 @@
 use http::StatusCode;
 use ldc_serve::{BodyError, ChunkError, HeadError, Http1Error};
 
+use crate::auth::{AuthError, Refusal};
+
 /// A request the router could not (or would not) hand to a cell. The status, the
 /// error code and whether a client may safely retry follow from the variant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +45,10 @@ pub enum RouteError {
     CellFailed(String),
     #[error("cell {0} did not answer within {1} ms")]
     CellTimeout(String, u64),
+    #[error("{0}")]
+    Unauthenticated(Refusal),
+    #[error("the token is another user's")]
+    UserMismatch,
 }
 
 impl RouteError {
@@ -54,6 +60,8 @@ impl RouteError {
             Self::HeadTooLarge(_) | Self::TooManyHeaders(_) => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::UserMismatch => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -85,6 +93,8 @@ impl RouteError {
             Self::CellBusy(_) | Self::CellSaturated(..) => "cell_busy",
             Self::CellFailed(_) => "cell_failed",
             Self::CellTimeout(..) => "cell_timeout",
+            Self::Unauthenticated(refusal) => refusal.code(),
+            Self::UserMismatch => "user_mismatch",
         }
     }
 
@@ -101,6 +111,15 @@ impl RouteError {
                 | Self::CellSaturated(..)
         )
     }
+}
+
+/// Why a router could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot register the router's metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 impl From<Http1Error> for RouteError {
