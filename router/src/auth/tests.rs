@@ -7,7 +7,7 @@ use prometheus::Registry;
 use serde_json::{Value, json};
 
 use super::test_keys::TestKeys;
-use super::{AuthError, Refusal, Verifier};
+use super::{Auth, AuthError, Refusal, Verifier};
 use crate::metrics::{AuthMetrics, AuthOutcome};
 
 use JwtAlgorithm::{EdDsa, Es256, Hs256, Rs256};
@@ -365,4 +365,48 @@ fn jwks_keys_of_algorithms_not_allowed_are_skipped() {
     conf.algorithms = vec!["HS256".into()];
     let refused = Verifier::new(&conf, AuthMetrics::register(&Registry::new()).expect("m"));
     assert!(matches!(refused, Err(AuthError::Table(_))), "{refused:?}");
+}
+
+#[test]
+fn a_reload_reads_the_keys_again_and_keeps_them_when_a_file_is_bad() {
+    let cells = "[[regions]]\nid = \"r\"\n[[cells]]\nid = \"c1\"\nregion = \"r\"\n\
+                 listen = \"127.0.0.1:7101\"\nadmin = \"127.0.0.1:7201\"\n";
+    let mut deploy = ldc_topology::Topology::from_toml_str("test.toml", cells)
+        .expect("valid")
+        .deploy()
+        .clone();
+    let metrics = AuthMetrics::register(&Registry::new()).expect("metrics");
+    let auth = Auth::new(&deploy, metrics).expect("no [auth]");
+    assert_eq!(auth.authenticate(&HeaderMap::new()), None);
+
+    let keys = TestKeys::new().add("old", EdDsa).add("new", EdDsa);
+    let (old, new) = (
+        bearer(&keys.sign("old", &claims("alice"))),
+        bearer(&keys.sign("new", &claims("alice"))),
+    );
+    let mut conf = keys.conf();
+    conf.keys.retain(|k| k.kid == "old");
+    deploy.auth = Some(conf);
+    auth.reload(&deploy).expect("reloaded");
+    let alice = Some(Ok(HeaderValue::from_static("alice")));
+    assert_eq!(
+        (auth.authenticate(&old), auth.authenticate(&new)),
+        (alice.clone(), Some(Err(Refusal::Invalid)))
+    );
+
+    // The old key retired: its cached token goes with it.
+    let mut conf = keys.conf();
+    conf.keys.retain(|k| k.kid == "new");
+    deploy.auth = Some(conf.clone());
+    auth.reload(&deploy).expect("reloaded");
+    assert_eq!(
+        (auth.authenticate(&old), auth.authenticate(&new)),
+        (Some(Err(Refusal::Invalid)), alice.clone())
+    );
+
+    conf.keys[0].file = keys.dir().join("absent.key");
+    deploy.auth = Some(conf);
+    let problems = auth.reload(&deploy).expect_err("a missing key file");
+    assert!(problems[0].contains("absent.key"), "{problems:?}");
+    assert_eq!(auth.authenticate(&new), alice);
 }
