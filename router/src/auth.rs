@@ -10,6 +10,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
@@ -130,19 +131,15 @@ impl Verifier {
     /// The user a request acts for: the `sub` of its bearer token, as a header value.
     /// A token verified before is taken from the cache until its `exp`.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<HeaderValue, Refusal> {
-        let outcome = self.authenticate_counted(headers);
-        let counted = match &outcome {
-            Ok((_, counted)) => *counted,
+        let checked = self.check(headers);
+        self.metrics.count(match &checked {
+            Ok((_, outcome)) => *outcome,
             Err(refusal) => refusal.outcome(),
-        };
-        self.metrics.count(counted);
-        outcome.map(|(user_id, _)| user_id)
+        });
+        checked.map(|(user_id, _)| user_id)
     }
 
-    fn authenticate_counted(
-        &self,
-        headers: &HeaderMap,
-    ) -> Result<(HeaderValue, AuthOutcome), Refusal> {
+    fn check(&self, headers: &HeaderMap) -> Result<(HeaderValue, AuthOutcome), Refusal> {
         let token = bearer(headers).ok_or(Refusal::Missing)?;
         let now = get_current_timestamp();
         if let Some(user_id) = self.cache.get(token, now) {
@@ -166,10 +163,10 @@ impl Verifier {
         let claims = decode::<Claims>(token, &key.decoding, &key.validation)
             .map_err(|err| refusal(err.kind()))?
             .claims;
-        if !is_valid_user_id(&claims.sub) {
-            return Err(invalid("sub is not a user id"));
-        }
-        let user_id = HeaderValue::try_from(claims.sub).map_err(|_| invalid("sub"))?;
+        let user_id = Some(claims.sub)
+            .filter(|sub| is_valid_user_id(sub))
+            .and_then(|sub| HeaderValue::try_from(sub).ok())
+            .ok_or_else(|| invalid("sub is not a user id"))?;
         Ok(Verified {
             user_id,
             exp: claims.exp,
@@ -237,11 +234,11 @@ impl Auth {
     fn verifier(
         deploy: &Deploy,
         metrics: &AuthMetrics,
-    ) -> Result<Option<std::sync::Arc<Verifier>>, AuthError> {
+    ) -> Result<Option<Arc<Verifier>>, AuthError> {
         deploy
             .auth
             .as_ref()
-            .map(|conf| Verifier::new(conf, metrics.clone()).map(std::sync::Arc::new))
+            .map(|conf| Verifier::new(conf, metrics.clone()).map(Arc::new))
             .transpose()
     }
 
