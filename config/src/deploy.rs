@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::AuthConf;
+
 mod defaults;
 
 /// One deploy file: a whole deployment, from the slot count to every process.
@@ -59,6 +61,9 @@ pub struct Deploy {
     /// The cell that hosts the global zone (item stock shared by all cells).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub global_zone: Option<GlobalZoneConf>,
+    /// Bearer tokens the routers require on user routes; none without the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConf>,
 }
 
 /// Credentials of the deployment: the certificates of its processes and the

@@ -4,6 +4,7 @@
 //! validates it into a [`Topology`] and derives the same [`Placement`] from it, so the
 //! routers and the cells agree on which cell owns which slot without talking.
 
+mod auth;
 mod deploy;
 mod error;
 mod hash;
@@ -15,6 +16,7 @@ mod topology;
 mod user;
 mod validate;
 
+pub use auth::{AuthConf, AuthKeyConf, JwtAlgorithm};
 pub use deploy::{
     CellConf, Deploy, GlobalZoneConf, HealthConf, ItemConf, LedgerBackend, LedgerConf, Limits,
     Override, PlacementConf, RegionConf, RouterConf, SecurityConf, SupervisorConf, TakeoverConf,

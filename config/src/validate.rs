@@ -10,6 +10,8 @@ use crate::error::Problem;
 use crate::spec::{CellSpec, RouterSpec};
 use crate::user::is_valid_user_id;
 
+mod auth;
+
 /// Largest `slots` a deployment may have.
 const MAX_SLOTS: u32 = 65_536;
 /// Cap on `ledger.batch_wait_us`: a second of waiting is a stall, not a batch.
@@ -78,6 +80,9 @@ impl Checker {
         self.overrides(d);
         self.items(d);
         self.global_zone(d, &cells);
+        if let Some(auth) = &d.auth {
+            self.auth(auth);
+        }
         self.data_dirs(&cells);
         (cells, routers)
     }

@@ -2,6 +2,8 @@
 
 use http::StatusCode;
 
+use crate::auth::{AuthError, Refusal};
+
 /// A request the router could not (or would not) hand to a cell. The status, the
 /// error code and whether a client may safely retry follow from the variant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,12 +32,18 @@ pub enum RouteError {
     CellFailed(String),
     #[error("cell {0} did not answer within {1} ms")]
     CellTimeout(String, u64),
+    #[error("{0}")]
+    Unauthenticated(Refusal),
+    #[error("the token is another user's")]
+    UserMismatch,
 }
 
 impl RouteError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingUserId | Self::InvalidUserId => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::UserMismatch => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::CellUnavailable(_)
@@ -59,6 +67,8 @@ impl RouteError {
             Self::CellBusy(_) | Self::CellSaturated(..) => "cell_busy",
             Self::CellFailed(_) => "cell_failed",
             Self::CellTimeout(..) => "cell_timeout",
+            Self::Unauthenticated(refusal) => refusal.code(),
+            Self::UserMismatch => "user_mismatch",
         }
     }
 
@@ -75,4 +85,13 @@ impl RouteError {
                 | Self::CellSaturated(..)
         )
     }
+}
+
+/// Why a router could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot register the router's metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }

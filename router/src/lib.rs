@@ -5,6 +5,7 @@
 //! A router holds no state but the topology; any number of them may run, in any
 //! region, and they agree on every route because they read the same deploy file.
 
+mod auth;
 mod channel;
 mod error;
 mod health;
@@ -22,7 +23,9 @@ use ldc_topology::Topology;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use error::RouteError;
+pub use auth::{AuthError, Refusal, Verified, Verifier};
+pub use error::{RouteError, StartError};
+pub use metrics::AuthMetrics;
 pub use proxy::Proxy;
 
 /// Runs a router on the given listeners until `shutdown` resolves, then drains.
@@ -33,7 +36,7 @@ pub async fn run(
     admin: AdminPlane,
     reloads: watch::Receiver<Arc<Topology>>,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), prometheus::Error> {
+) -> Result<(), StartError> {
     let settings = ServeSettings::from_deploy(topology.deploy());
     let proxy = Arc::new(Proxy::new(topology, &admin.registry)?);
     // Ready once every cell was probed, so the first routes are informed ones.

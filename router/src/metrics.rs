@@ -47,6 +47,7 @@ pub struct Metrics {
     /// Requests sent a second time, by [`Retry`].
     retries: [IntCounter; 3],
     pub in_flight: IntGauge,
+    pub auth: AuthMetrics,
 }
 
 /// One cell's metric handles.
@@ -95,6 +96,7 @@ impl Metrics {
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
+        let auth = AuthMetrics::register(registry)?;
         Ok(Self {
             requests,
             duration,
@@ -102,6 +104,7 @@ impl Metrics {
             retries: ["connect_failed", "misdirected", "refused"]
                 .map(|r| retries.with_label_values(&[r])),
             in_flight,
+            auth,
         })
     }
 
@@ -147,6 +150,57 @@ impl CellMetrics {
 
     pub fn upstream_error(&self, kind: UpstreamError) {
         self.upstream[kind as usize].inc();
+    }
+}
+
+/// How requests fared against `[auth]`, by [`AuthOutcome`]: the cache's hit ratio
+/// (`cached` against `verified`) tells whether `auth.cache_entries` is large enough.
+#[derive(Debug, Clone)]
+pub struct AuthMetrics {
+    outcomes: [IntCounter; 5],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// Accepted from the cache of verified tokens.
+    Cached,
+    /// Accepted after checking the signature and claims.
+    Verified,
+    Missing,
+    Expired,
+    Invalid,
+}
+
+impl AuthMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let outcomes = IntCounterVec::new(
+            Opts::new(
+                "ldc_router_auth_total",
+                "Bearer tokens checked, by outcome (cached, verified or the refusal's code)",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(outcomes.clone()))?;
+        Ok(Self {
+            outcomes: [
+                "cached",
+                "verified",
+                "token_missing",
+                "token_expired",
+                "token_invalid",
+            ]
+            .map(|outcome| outcomes.with_label_values(&[outcome])),
+        })
+    }
+
+    pub fn count(&self, outcome: AuthOutcome) {
+        self.outcomes[outcome as usize].inc();
+    }
+
+    /// Tokens counted with `outcome` so far.
+    #[cfg(test)]
+    pub fn counted(&self, outcome: AuthOutcome) -> u64 {
+        self.outcomes[outcome as usize].get()
     }
 }
 

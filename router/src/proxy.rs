@@ -17,7 +17,8 @@ use ldc_topology::{RouteMiss, Topology, is_valid_user_id, split_user_path, user_
 use prometheus::{IntGauge, Registry};
 use serde::Serialize;
 
-use crate::error::RouteError;
+use crate::auth::{Auth, Refusal};
+use crate::error::{RouteError, StartError};
 use crate::health::{Health, HealthMetrics};
 use crate::hop::strip_hop_by_hop;
 use crate::metrics::{CellMetrics, Metrics, NO_CELL, UpstreamError};
@@ -54,6 +55,8 @@ pub struct Proxy {
     /// Metrics of requests answered without a cell.
     local: CellMetrics,
     retry_after: HeaderValue,
+    /// With `[auth]`, who a request acts for is its token's user.
+    auth: Auth,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -65,12 +68,13 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    pub fn new(topology: Arc<Topology>, registry: &Registry) -> Result<Self, prometheus::Error> {
+    pub fn new(topology: Arc<Topology>, registry: &Registry) -> Result<Self, StartError> {
         let deploy = topology.deploy();
         let transport = Transport::new(deploy);
         let metrics = Metrics::register(registry)?;
         let health_metrics = HealthMetrics::register(registry)?;
         let table = transport.table(topology.clone(), &metrics, &health_metrics, None);
+        let auth = Auth::new(deploy, metrics.auth.clone())?;
         Ok(Self {
             local: metrics.cell(NO_CELL),
             retry_after: HeaderValue::from(deploy.timeouts.retry_after_s),
@@ -78,6 +82,7 @@ impl Proxy {
             transport,
             metrics,
             health_metrics,
+            auth,
         })
     }
 
@@ -93,13 +98,15 @@ impl Proxy {
 
     /// Routes by `next` from now on, if it moves no slot (see
     /// [`Topology::reload_problems`]); requests in flight finish on the old table.
-    /// Timeouts and limits of the listeners stay as they were at start.
+    /// Timeouts and limits of the listeners stay as they were at start; `[auth]`
+    /// and its key files are read again.
     pub fn reload(&self, next: Arc<Topology>) -> Result<(), Vec<String>> {
         let current = self.table.load();
         let problems = current.topology.reload_problems(&next);
         if !problems.is_empty() {
             return Err(problems);
         }
+        self.auth.reload(next.deploy())?;
         let table = self.transport.table(
             next,
             &self.metrics,
@@ -155,6 +162,11 @@ impl Proxy {
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let RouteError::Unauthenticated(refusal) = error {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, refusal.challenge());
         }
         response
     }
@@ -266,12 +278,18 @@ impl Http1Service for Proxy {
 impl Proxy {
     /// Routes a request whose body was read whole and returns the cell's response,
     /// or the router's own answer.
-    async fn answer(&self, req: Request<Bytes>, delivery: Delivery) -> Response<ProxyBody> {
+    async fn answer(&self, mut req: Request<Bytes>, delivery: Delivery) -> Response<ProxyBody> {
         let started = Instant::now();
         let _in_flight = InFlight::enter(&self.metrics.in_flight);
         let method = req.method().clone();
         let table = self.table.load();
-        let routed = match target(&req) {
+        let subject = self.auth.authenticate(req.headers());
+        if let Some(Ok(user_id)) = &subject {
+            // Requests routed by header go to the token's user; a client's own
+            // `X-User-Id` is never passed on.
+            req.headers_mut().insert(X_USER_ID.clone(), user_id.clone());
+        }
+        let routed = match admitted(target(&req), subject) {
             Ok(Target::User(user_id)) if is_valid_user_id(user_id) => {
                 Ok(table.topology.route(user_id))
             }
@@ -317,6 +335,23 @@ impl Proxy {
             started.elapsed().as_secs_f64(),
         );
         response
+    }
+}
+
+/// With `[auth]` (`subject` is some), a user route only for the token's user. A
+/// request routed by header without one lacks the token, not the header.
+fn admitted(
+    target: Result<Target<'_>, RouteError>,
+    subject: Option<Result<HeaderValue, Refusal>>,
+) -> Result<Target<'_>, RouteError> {
+    match (subject, target) {
+        (Some(Ok(user)), Ok(Target::User(id) | Target::Placement(id))) if user != id => {
+            Err(RouteError::UserMismatch)
+        }
+        (Some(Err(refusal)), Ok(_) | Err(RouteError::MissingUserId)) => {
+            Err(RouteError::Unauthenticated(refusal))
+        }
+        (_, target) => target,
     }
 }
 

@@ -1,6 +1,7 @@
 //! End-to-end tests of the whole cluster, linked as one binary: real `ldc`
 //! processes on port 0, readiness waited on, cells killed with SIGKILL.
 
+mod auth;
 mod cli;
 mod cluster;
 mod failover;
