@@ -147,7 +147,8 @@ async fn run(args: BenchArgs) -> Result<(), (ExitCode, String)> {
         duration.as_secs(),
         args.quantity
     );
-    let client = HttpClient::new();
+    // An operator's client: straight to a cell it goes as the deployment's router.
+    let client = HttpClient::for_deployment(&topology).map_err(usage)?;
     fund(&client, &target, &users, args.deposit, args.concurrency).await?;
 
     let users = Arc::new(users);

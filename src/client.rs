@@ -1,17 +1,22 @@
 //! A small pooled HTTP/1.1 client for the supervisor's readiness checks, the load
 //! tools and the end-to-end tests.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use ldc_serve::{AdminToken, TokenError, error_chain};
+use ldc_serve::tls::{Identity, Role, Tls};
+use ldc_serve::{AdminToken, Connector, error_chain};
 use ldc_topology::Topology;
 
+use crate::certs;
+
+/// Bound on a TCP connect and a TLS handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound on one request, connect to last body byte.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -57,7 +62,7 @@ impl Reply {
 
 #[derive(Debug, Clone)]
 pub struct HttpClient {
-    inner: Client<HttpConnector, Full<Bytes>>,
+    inner: Client<Connector, Full<Bytes>>,
     /// `Authorization` value sent with requests for `/admin/*` paths, and only those.
     admin: Option<HeaderValue>,
 }
@@ -69,20 +74,43 @@ impl Default for HttpClient {
 }
 
 impl HttpClient {
+    /// A client in plain TCP, without credentials.
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        Self::with_connector(Connector::plain(CONNECT_TIMEOUT))
+    }
+
+    fn with_connector(connector: Connector) -> Self {
         Self {
             inner: Client::builder(TokioExecutor::new()).build(connector),
             admin: None,
         }
     }
 
-    /// A client of `topology`'s deployment, with its admin token.
-    pub fn for_deployment(topology: &Topology) -> Result<Self, TokenError> {
-        let token = AdminToken::read(&topology.admin_token_file())?;
-        Ok(Self::new().with_admin_token(&token))
+    /// An operator's client of `topology`'s deployment: the admin token, and
+    /// cells reached as the first router (with its certificate, unless the
+    /// deployment is insecure), so that a tool can talk to a cell directly.
+    pub fn for_deployment(topology: &Topology) -> Result<Self, String> {
+        let router = topology.routers().first().map(|r| r.id.as_str());
+        Self::acting_as(topology, Role::Router, router)
+    }
+
+    /// The same acting as process `id` of `role` (none: plain TCP to cells).
+    pub fn acting_as(topology: &Topology, role: Role, id: Option<&str>) -> Result<Self, String> {
+        let token =
+            AdminToken::read(&topology.admin_token_file()).map_err(|err| err.to_string())?;
+        let tls = match id {
+            Some(id) if !topology.deploy().security.insecure => {
+                let identity = Identity::new(topology.deploy().name.as_str(), role, id)
+                    .map_err(|err| err.to_string())?;
+                let files = certs::files(&topology.certs_dir(), role, id);
+                Some(Arc::new(
+                    Tls::load(files, identity).map_err(|err| err.to_string())?,
+                ))
+            }
+            _ => None,
+        };
+        let connector = Connector::new(tls, topology, CONNECT_TIMEOUT);
+        Ok(Self::with_connector(connector).with_admin_token(&token))
     }
 
     /// This client, sending `token` with its requests for `/admin/*` routes (and

@@ -7,9 +7,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use ldc_serve::{AdminPlane, AdminToken, announce, reload_on_sighup, shutdown_signal};
+use ldc_serve::tls::{Identity, Role, Tls};
+use ldc_serve::{
+    AdminPlane, AdminToken, announce, reload_on_sighup, reload_tls_on_sighup, shutdown_signal,
+};
 use ldc_topology::{EXIT_USAGE, Topology};
-use prometheus::Registry;
+use prometheus::{IntGauge, Registry};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -248,19 +251,35 @@ async fn bind_all(
     Ok((listener, admin, peer))
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Role {
-    Router,
-    Cell,
+/// The process's certificate, or `None` in a deployment that chose
+/// `insecure = true` (said in a warning). SIGHUP reads it again.
+fn process_tls(topology: &Topology, role: Role, id: &str) -> Result<Option<Arc<Tls>>, String> {
+    if topology.deploy().security.insecure {
+        tracing::warn!(
+            "security.insecure = true: processes of this deployment talk without TLS, and anyone \
+             who reaches a cell's listeners can act as a router or a cell"
+        );
+        return Ok(None);
+    }
+    let identity =
+        Identity::new(topology.deploy().name.as_str(), role, id).map_err(|err| err.to_string())?;
+    let files = ldc::certs::files(&topology.certs_dir(), role, id);
+    let tls = Arc::new(Tls::load(files, identity).map_err(|err| {
+        format!("{err} (`ldc certs init` creates the deployment's certificates)")
+    })?);
+    reload_tls_on_sighup(tls.clone());
+    Ok(Some(tls))
 }
 
-impl Role {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Router => "router",
-            Self::Cell => "cell",
-        }
-    }
+/// `ldc_insecure`: 1 when the deployment turned TLS off, so that dashboards and
+/// alerts see it.
+fn register_insecure(registry: &Registry, insecure: bool) -> prometheus::Result<()> {
+    let gauge = IntGauge::new(
+        "ldc_insecure",
+        "1 when security.insecure = true turned TLS between processes off",
+    )?;
+    gauge.set(i64::from(insecure));
+    registry.register(Box::new(gauge))
 }
 
 /// Runs one router or cell of a deploy file until it is told to stop.
@@ -280,31 +299,39 @@ async fn process(role: Role, args: ProcessArgs) -> ExitCode {
         eprintln!(
             "{}: there is no {} {:?}",
             args.config.display(),
-            role.name(),
+            role.as_str(),
             args.id
         );
         return ExitCode::from(EXIT_USAGE as u8);
     };
-    let (listener, admin, peer) = match bind_all(role.name(), &args.id, addresses).await {
-        Ok(bound) => bound,
-        Err(code) => return code,
-    };
-    let token = match AdminToken::read(&topology.admin_token_file()) {
-        Ok(token) => token,
+    let credentials = AdminToken::read(&topology.admin_token_file())
+        .map_err(|err| err.to_string())
+        .and_then(|token| Ok((token, process_tls(&topology, role, &args.id)?)));
+    let (token, tls) = match credentials {
+        Ok(credentials) => credentials,
         Err(err) => {
             eprintln!("{}: {err}", args.config.display());
             return ExitCode::from(EXIT_USAGE as u8);
         }
     };
+    let (listener, admin, peer) = match bind_all(role.as_str(), &args.id, addresses).await {
+        Ok(bound) => bound,
+        Err(code) => return code,
+    };
+    let registry = Registry::new();
+    if let Err(err) = register_insecure(&registry, tls.is_none()) {
+        tracing::error!(cause = %err, "cannot register the insecure gauge");
+        return ExitCode::FAILURE;
+    }
     let admin = AdminPlane {
         listener: admin,
-        registry: Registry::new(),
+        registry,
         token,
     };
     let reloads = reload_on_sighup(args.config.clone(), topology.clone());
     let shutdown = shutdown_signal(args.exit_on_stdin_eof);
     let outcome = match (role, peer) {
-        (Role::Router, _) => ldc_router::run(topology, listener, admin, reloads, shutdown)
+        (Role::Router, _) => ldc_router::run(topology, listener, admin, tls, reloads, shutdown)
             .await
             .map_err(|err| err.to_string()),
         (Role::Cell, Some(peer)) => {
@@ -313,6 +340,7 @@ async fn process(role: Role, args: ProcessArgs) -> ExitCode {
                 peer,
                 admin,
                 reloads,
+                tls,
             };
             ldc_cell::run(topology, &args.id, listeners, shutdown)
                 .await
@@ -322,11 +350,11 @@ async fn process(role: Role, args: ProcessArgs) -> ExitCode {
     };
     match outcome {
         Ok(()) => {
-            tracing::info!(role = role.name(), id = %args.id, "stopped");
+            tracing::info!(role = role.as_str(), id = %args.id, "stopped");
             ExitCode::SUCCESS
         }
         Err(cause) => {
-            tracing::error!(role = role.name(), id = %args.id, %cause, "failed");
+            tracing::error!(role = role.as_str(), id = %args.id, %cause, "failed");
             ExitCode::FAILURE
         }
     }

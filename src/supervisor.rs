@@ -26,6 +26,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
+use crate::certs;
 use crate::client::HttpClient;
 
 /// A child that lived this long is healthy again: its next death restarts quickly.
@@ -109,6 +110,22 @@ pub async fn up(config: &Path) -> ExitCode {
     if let Err(err) = std::fs::create_dir_all(&deploy.data_dir) {
         eprintln!("ldc up: cannot create {}: {err}", deploy.data_dir.display());
         return ExitCode::FAILURE;
+    }
+    if topology.deploy().security.insecure {
+        println!("ldc up: security.insecure = true: the processes talk without TLS");
+    } else {
+        let dir = topology.certs_dir();
+        match certs::ensure(&topology, &dir) {
+            Ok(created) if !created.files.is_empty() => println!(
+                "ldc up: created the deployment's CA and certificates in {}",
+                dir.display()
+            ),
+            Ok(_) => {}
+            Err(err) => {
+                eprintln!("ldc up: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     let token_file = topology.admin_token_file();
     match AdminToken::create(&token_file) {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::header::HeaderValue;
+use ldc_serve::Connector;
+use ldc_serve::tls::Tls;
 use ldc_topology::{Limits, Topology};
 use prometheus::Registry;
 
@@ -38,6 +40,8 @@ pub struct Cell<S> {
     pub(crate) recalls: Recalls,
     pub(crate) requests: RequestCounts,
     pub(crate) orders: OrderMetrics,
+    /// Reaches other cells (the global zone), as this cell in a secure deployment.
+    pub(crate) connector: Connector,
 }
 
 impl<S> std::fmt::Debug for Cell<S> {
@@ -64,12 +68,15 @@ impl<S: Store + 'static> Cell<S> {
         index: usize,
         own: Shard<S>,
         registry: &Registry,
+        tls: Option<Arc<Tls>>,
     ) -> Result<Self, CellError> {
         let limits = topology.deploy().limits.clone();
+        let connect_timeout = Duration::from_millis(topology.deploy().timeouts.connect_timeout_ms);
+        let connector = Connector::new(tls, &topology, connect_timeout);
         let retry_after = HeaderValue::from(topology.deploy().timeouts.retry_after_s);
         let own = Arc::new(own);
         let topology = Arc::new(ArcSwap::new(topology));
-        keeper::start(&own, &topology);
+        keeper::start(&own, &topology, &connector);
         let topology_now = topology.load_full();
         let lease_wait = topology_now
             .deploy()
@@ -87,6 +94,7 @@ impl<S: Store + 'static> Cell<S> {
             taken: ArcSwap::default(),
             limits,
             requests: RequestCounts::register(registry)?,
+            connector,
         })
     }
 
@@ -108,6 +116,7 @@ impl<S: Store + 'static> Cell<S> {
         if !problems.is_empty() {
             return Err(problems);
         }
+        self.connector.set_topology(&next);
         self.topology.store(next);
         Ok(())
     }
@@ -129,7 +138,7 @@ impl<S: Store + 'static> Cell<S> {
     /// Starts serving a dead cell's shard.
     pub fn install(&self, shard: Shard<S>) {
         let shard = Arc::new(shard);
-        keeper::start(&shard, &self.topology);
+        keeper::start(&shard, &self.topology, &self.connector);
         self.taken.rcu(|taken| {
             let mut taken = Vec::clone(taken);
             taken.push(shard.clone());

@@ -61,6 +61,10 @@ pub enum CellError {
     BackendNotBuilt(&'static str),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// A peer asked for what belongs to another cell than the one its
+    /// certificate names (nor one it stands by for).
+    #[error("{caller} may not act for cell {cell}")]
+    PeerMismatch { caller: String, cell: String },
 }
 
 impl CellError {
@@ -77,6 +81,7 @@ impl CellError {
                 StatusCode::NOT_FOUND
             }
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PeerMismatch { .. } => StatusCode::FORBIDDEN,
             Self::SoldOut { .. } | Self::SaleClosed(_) => StatusCode::CONFLICT,
             Self::CrossCell { .. } | Self::SameUser => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Ledger(StoreError::Internal(_)) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -113,6 +118,7 @@ impl CellError {
             Self::UnknownCell(_) => "unknown_cell",
             Self::BackendNotBuilt(_) => "backend_not_built",
             Self::Metrics(_) => "internal",
+            Self::PeerMismatch { .. } => "peer_mismatch",
         }
     }
 

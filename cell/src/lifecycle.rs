@@ -6,7 +6,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ldc_serve::{AdminPlane, ServeSettings, serve_ready};
+use ldc_serve::tls::{Role, Tls};
+use ldc_serve::{Accepting, AdminPlane, ServeSettings, serve_ready};
 use ldc_topology::{LedgerBackend, Topology};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -30,6 +31,9 @@ pub struct Listeners {
     pub admin: AdminPlane,
     /// Each topology sent here replaces the running one if it moves no slot.
     pub reloads: watch::Receiver<Arc<Topology>>,
+    /// This cell's certificate: its user listener then lets in only routers, its
+    /// peer listener only cells. `None` in an insecure deployment.
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// Runs cell `index` of `topology` until `shutdown` resolves, then drains.
@@ -99,6 +103,7 @@ async fn run_on<B: Backing>(
         index,
         own,
         &listeners.admin.registry,
+        listeners.tls.clone(),
     )?);
     let poll = Duration::from_millis(topology.deploy().takeover.poll_ms);
     let standby = takeover::stand_by(cell.clone(), backing.witness(), metrics, poll);
@@ -134,7 +139,7 @@ async fn give_back<S: Store + 'static>(cell: &Cell<S>) {
         .collect();
     let all = async {
         for shard in shards {
-            keeper::give_back(&shard, cell.topologies()).await;
+            keeper::give_back(&shard, cell.topologies(), &cell.connector).await;
         }
     };
     if tokio::time::timeout(bound, all).await.is_err() {
@@ -154,9 +159,16 @@ async fn serve<S: Store>(
         peer,
         admin,
         reloads,
+        tls,
     } = listeners;
     let topology = cell.topology();
-    let settings = ServeSettings::from_deploy(topology.deploy());
+    let deploy = topology.deploy();
+    let mut settings = ServeSettings::from_deploy(deploy);
+    settings.tls = tls.map(|tls| Accepting {
+        tls,
+        role: Role::Router,
+        handshake_timeout: Duration::from_millis(deploy.timeouts.tls_handshake_timeout_ms),
+    });
     tracing::info!(
         cell = %topology.cells()[cell.index()].id,
         slots = topology.slots_per_cell()[cell.index()],

@@ -127,6 +127,9 @@ pub struct Timeouts {
     /// `Retry-After` sent with 503 when a cell cannot be reached.
     #[serde(default = "defaults::retry_after_s")]
     pub retry_after_s: u64,
+    /// A TLS handshake on a cell's listeners must finish within this.
+    #[serde(default = "defaults::tls_handshake_timeout_ms")]
+    pub tls_handshake_timeout_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -139,6 +142,7 @@ impl Default for Timeouts {
             drain_timeout_ms: defaults::drain_timeout_ms(),
             pool_idle_timeout_ms: defaults::pool_idle_timeout_ms(),
             retry_after_s: defaults::retry_after_s(),
+            tls_handshake_timeout_ms: defaults::tls_handshake_timeout_ms(),
         }
     }
 }

@@ -98,6 +98,10 @@ impl Checker {
             ("timeouts.drain_timeout_ms", t.drain_timeout_ms),
             ("timeouts.pool_idle_timeout_ms", t.pool_idle_timeout_ms),
             ("timeouts.retry_after_s", t.retry_after_s),
+            (
+                "timeouts.tls_handshake_timeout_ms",
+                t.tls_handshake_timeout_ms,
+            ),
             ("limits.max_body_bytes", l.max_body_bytes),
             ("limits.max_connections", u64::from(l.max_connections)),
             (

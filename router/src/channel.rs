@@ -21,8 +21,8 @@ use h2::client::SendRequest;
 use h2::{Ping, PingPong, RecvStream};
 use http::{Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
+use ldc_serve::Connector;
 use ldc_serve::{Coalesce, content_length};
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout_at};
 
@@ -64,6 +64,7 @@ pub enum SendError {
 
 pub struct Channel {
     addr: SocketAddr,
+    connector: Connector,
     connect_timeout: Duration,
     ping_timeout: Duration,
     live: ArcSwapOption<SendRequest<Bytes>>,
@@ -84,9 +85,15 @@ impl std::fmt::Debug for Channel {
 }
 
 impl Channel {
-    pub fn new(addr: SocketAddr, connect_timeout: Duration, ping_timeout: Duration) -> Self {
+    pub fn new(
+        addr: SocketAddr,
+        connector: Connector,
+        connect_timeout: Duration,
+        ping_timeout: Duration,
+    ) -> Self {
         Self {
             addr,
+            connector,
             connect_timeout,
             ping_timeout,
             live: ArcSwapOption::empty(),
@@ -207,12 +214,11 @@ impl Channel {
     async fn connect(&self) -> Result<SendRequest<Bytes>, String> {
         let addr = self.addr;
         let handshake = async {
-            let stream = TcpStream::connect(addr)
+            let stream = self
+                .connector
+                .connect_h2(addr)
                 .await
                 .map_err(|err| format!("cannot connect to {addr}: {err}"))?;
-            if let Err(err) = stream.set_nodelay(true) {
-                tracing::debug!(%addr, cause = %err, "cannot set TCP_NODELAY");
-            }
             h2::client::Builder::new()
                 .enable_push(false)
                 // Until the cell's settings arrive, h2 would open any number of

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::uri::Uri;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use ldc_serve::Connector;
 use ldc_topology::{HealthConf, Topology};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
@@ -81,7 +81,7 @@ pub struct Health {
     generation: watch::Sender<u64>,
     /// Cells probed at least once; the router is ready when all are.
     probed: watch::Sender<usize>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
 }
 
 impl std::fmt::Debug for Health {
@@ -159,7 +159,7 @@ impl Health {
     /// each to its own cell.
     pub fn new(
         topology: Arc<Topology>,
-        client: Client<HttpConnector, Full<Bytes>>,
+        client: Client<Connector, Full<Bytes>>,
         metrics: &HealthMetrics,
         seed: Option<&Health>,
     ) -> Self {

@@ -18,6 +18,7 @@ mod upstream;
 use std::future::Future;
 use std::sync::Arc;
 
+use ldc_serve::tls::Tls;
 use ldc_serve::{AdminPlane, AdminRoutes, Body, ServeSettings, json, serve_ready};
 use ldc_topology::Topology;
 use tokio::net::TcpListener;
@@ -28,17 +29,19 @@ pub use error::{RouteError, StartError};
 pub use metrics::AuthMetrics;
 pub use proxy::Proxy;
 
-/// Runs a router on the given listeners until `shutdown` resolves, then drains.
+/// Runs a router on the given listeners until `shutdown` resolves, then drains;
+/// it reaches cells as `tls`'s identity (plain TCP in an insecure deployment).
 /// Each topology sent on `reloads` replaces the running one if it moves no slot.
 pub async fn run(
     topology: Arc<Topology>,
     listener: TcpListener,
     admin: AdminPlane,
+    tls: Option<Arc<Tls>>,
     reloads: watch::Receiver<Arc<Topology>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let settings = ServeSettings::from_deploy(topology.deploy());
-    let proxy = Arc::new(Proxy::new(topology, &admin.registry)?);
+    let proxy = Arc::new(Proxy::new(topology, &admin.registry, tls)?);
     // Ready once every cell was probed, so the first routes are informed ones.
     proxy.health().first_round().await;
     let routes = TopologyRoute(proxy.clone());

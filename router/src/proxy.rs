@@ -10,6 +10,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Body as _;
+use ldc_serve::tls::Tls;
 use ldc_serve::{
     Handler, Http1Connection, Http1Service, RequestError, Served, json, json_error, serve_http1,
 };
@@ -68,9 +69,14 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    pub fn new(topology: Arc<Topology>, registry: &Registry) -> Result<Self, StartError> {
+    /// A proxy reaching cells as `tls`'s identity (in plain TCP when `None`).
+    pub fn new(
+        topology: Arc<Topology>,
+        registry: &Registry,
+        tls: Option<Arc<Tls>>,
+    ) -> Result<Self, StartError> {
         let deploy = topology.deploy();
-        let transport = Transport::new(deploy);
+        let transport = Transport::new(&topology, tls);
         let metrics = Metrics::register(registry)?;
         let health_metrics = HealthMetrics::register(registry)?;
         let table = transport.table(topology.clone(), &metrics, &health_metrics, None);

@@ -11,10 +11,10 @@ use http::{Method, Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use ldc_serve::error_chain;
-use ldc_topology::{Deploy, Topology};
+use ldc_serve::tls::Tls;
+use ldc_serve::{Connector, error_chain};
+use ldc_topology::Topology;
 
 use crate::channel::{Channel, RecvBody, SendError};
 use crate::error::RouteError;
@@ -54,25 +54,26 @@ pub(crate) struct Forward {
 /// How requests reach cells, whatever the topology: the connections outlive
 /// reloads.
 pub(crate) struct Transport {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
+    /// Knows which cell is at which address (set for each topology), and checks it.
+    connector: Connector,
     /// Connect and ping timeouts of HTTP/2 channels to cells, when they are used.
     channels: Option<(Duration, Duration)>,
     pub request_timeout: Duration,
 }
 
 impl Transport {
-    pub fn new(deploy: &Deploy) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(
-            deploy.timeouts.connect_timeout_ms,
-        )));
-        connector.set_nodelay(true);
+    /// Connects as `tls`'s identity (plain TCP in an insecure deployment).
+    pub fn new(topology: &Topology, tls: Option<Arc<Tls>>) -> Self {
+        let deploy = topology.deploy();
+        let connect_timeout = Duration::from_millis(deploy.timeouts.connect_timeout_ms);
+        let connector = Connector::new(tls, topology, connect_timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_millis(deploy.timeouts.pool_idle_timeout_ms))
             .pool_max_idle_per_host(deploy.limits.pool_max_idle_per_cell as usize)
             .http2_only(deploy.proxy.http2_to_cells)
-            .build(connector);
+            .build(connector.clone());
         let request_timeout = Duration::from_millis(deploy.timeouts.request_timeout_ms);
         let channels = deploy.proxy.http2_to_cells.then(|| {
             (
@@ -82,6 +83,7 @@ impl Transport {
         });
         Self {
             client,
+            connector,
             channels,
             request_timeout,
         }
@@ -101,6 +103,7 @@ impl Transport {
         health_metrics: &HealthMetrics,
         seed: Option<&Health>,
     ) -> Table {
+        self.connector.set_topology(&topology);
         let health = Arc::new(Health::new(
             topology.clone(),
             self.client.clone(),
@@ -115,9 +118,9 @@ impl Transport {
                 // A SocketAddr always renders as a valid authority and header value.
                 authority: Authority::try_from(cell.advertise.to_string().as_str())
                     .unwrap_or_else(|_| Authority::from_static("0.0.0.0:0")),
-                channel: self
-                    .channels
-                    .map(|(connect, ping)| Channel::new(cell.advertise, connect, ping)),
+                channel: self.channels.map(|(connect, ping)| {
+                    Channel::new(cell.advertise, self.connector.clone(), connect, ping)
+                }),
                 id: HeaderValue::try_from(cell.id.as_str())
                     .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
                 metrics: metrics.cell(&cell.id),

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::phase::{Phase, PhaseTx};
 use crate::reply::{Body, json, json_error};
 use crate::server::{Handler, ServeSettings, serve};
+use crate::tls::Role;
 use crate::token::{AdminToken, Refusal};
 
 /// Largest body of an admin request.
@@ -191,13 +192,15 @@ async fn serve_admin<R: AdminRoutes>(
     });
     let mut settings = settings;
     settings.limits.max_body_bytes = MAX_ADMIN_BODY as u64;
+    // The admin plane authenticates by token, and Prometheus scrapes it plainly.
+    settings.tls = None;
     serve(listener, admin, settings, shutdown).await;
 }
 
-/// Serves a process's listeners: `main` (and a cell's `peer` listener) until
-/// `shutdown` resolves (publishing `Draining` at that moment), and the admin
-/// listener until they have drained, so `/ready` keeps telling the truth while the
-/// process drains.
+/// Serves a process's listeners: `main` (and a cell's `peer` listener, which
+/// lets in only cells when `settings` has TLS) until `shutdown` resolves
+/// (publishing `Draining` at that moment), and the admin listener until they have
+/// drained, so `/ready` keeps telling the truth while the process drains.
 pub async fn serve_with_admin<H: Handler, P: Handler, R: AdminRoutes>(
     main: (TcpListener, Arc<H>),
     peer: Option<(TcpListener, Arc<P>)>,
@@ -223,7 +226,11 @@ pub async fn serve_with_admin<H: Handler, P: Handler, R: AdminRoutes>(
         let (listener, handler) = main;
         let peer_server = async {
             if let Some((listener, handler)) = peer {
-                serve(listener, handler, settings.clone(), stopped()).await;
+                let mut settings = settings.clone();
+                if let Some(tls) = settings.tls.as_mut() {
+                    tls.role = Role::Cell;
+                }
+                serve(listener, handler, settings, stopped()).await;
             }
         };
         let stopping = async {

@@ -24,7 +24,6 @@ use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, Version};
 use hyper::body::Body;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
@@ -33,6 +32,7 @@ use self::parse::{Framing, Head, MAX_HEAD_BYTES, parse_head};
 use self::response::{Asked, Shape, write_head};
 use crate::front::RequestError;
 use crate::server::Http1Connection;
+use crate::stream::Stream;
 
 pub use self::chunked::ChunkError;
 pub use self::parse::HeadError;
@@ -75,6 +75,7 @@ pub async fn serve_http1<S: Http1Service>(service: Arc<S>, conn: Http1Connection
     let Http1Connection {
         stream,
         peer,
+        identity,
         header_read_timeout,
         mut closing,
         limits,
@@ -127,7 +128,11 @@ pub async fn serve_http1<S: Http1Service>(service: Arc<S>, conn: Http1Connection
             head: head.request.method() == Method::HEAD,
             version: head.request.version(),
         };
-        let response = service.answer(head.request.map(|()| body)).await;
+        let mut request = head.request.map(|()| body);
+        if let Some(identity) = &identity {
+            request.extensions_mut().insert(identity.clone());
+        }
+        let response = service.answer(request).await;
         // `closing` may have changed while the request was being answered.
         let keep_alive = keep_alive && !*closing.borrow();
         let written = conn.write_response(response, asked, keep_alive).await;
@@ -161,7 +166,7 @@ impl<E: Into<RequestError>> From<E> for Broken {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     read: BytesMut,
     write: Vec<u8>,
     timer: Timer,
@@ -377,23 +382,48 @@ impl Conn {
     /// Writes what is buffered. A client may read slowly, but each wait for it to
     /// take more has the body timeout.
     async fn flush(&mut self) -> Result<(), String> {
-        let mut sent = 0;
-        while sent < self.write.len() {
-            match self.stream.try_write(&self.write[sent..]) {
-                Ok(0) => return Err("the client's socket takes no more".into()),
-                Ok(n) => sent += n,
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-                    let deadline = Instant::now() + self.limits.body_timeout;
-                    match self.timer.bound(deadline, self.stream.writable()).await {
-                        Some(Ok(())) => {}
-                        Some(Err(err)) => return Err(err.to_string()),
-                        None => return Err("the client took nothing more in time".into()),
+        let Self {
+            stream,
+            write,
+            timer,
+            limits,
+            ..
+        } = self;
+        match stream {
+            Stream::Plain(tcp) => {
+                let mut sent = 0;
+                while sent < write.len() {
+                    match tcp.try_write(&write[sent..]) {
+                        Ok(0) => return Err("the client's socket takes no more".into()),
+                        Ok(n) => sent += n,
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                            let deadline = Instant::now() + limits.body_timeout;
+                            match timer.bound(deadline, tcp.writable()).await {
+                                Some(Ok(())) => {}
+                                Some(Err(err)) => return Err(err.to_string()),
+                                None => return Err("the client took nothing more in time".into()),
+                            }
+                        }
+                        Err(err) => return Err(err.to_string()),
                     }
                 }
-                Err(err) => return Err(err.to_string()),
             }
+            // Through the TLS session; bounded as a whole.
+            Stream::Tls(tls) if !write.is_empty() => {
+                let deadline = Instant::now() + limits.body_timeout;
+                let written = async {
+                    tls.write_all(write).await?;
+                    tls.flush().await
+                };
+                match timer.bound(deadline, written).await {
+                    Some(Ok(())) => {}
+                    Some(Err(err)) => return Err(err.to_string()),
+                    None => return Err("the client took nothing more in time".into()),
+                }
+            }
+            Stream::Tls(_) => {}
         }
-        self.write.clear();
+        write.clear();
         Ok(())
     }
 

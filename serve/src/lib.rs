@@ -6,6 +6,7 @@
 mod admin;
 mod body;
 mod coalesce;
+mod connect;
 mod front;
 mod http1;
 mod idle;
@@ -14,6 +15,7 @@ mod preface;
 mod reply;
 mod server;
 mod signal;
+mod stream;
 #[cfg(test)]
 mod testing;
 pub mod tls;
@@ -23,13 +25,17 @@ use admin::serve_with_admin;
 pub use admin::{AdminPlane, AdminRoutes};
 pub use body::{BodyError, content_length, read_bounded};
 pub use coalesce::Coalesce;
+pub use connect::Connector;
 pub use front::{Answer, RequestError};
 pub use http1::{ChunkError, HeadError, Http1Limits, Http1Service, serve_http1};
 use phase::{Phase, phase_channel};
 pub use reply::{Body, error_body, error_chain, json, json_bytes, json_error};
-pub use server::{Handler, Http1Connection, MAX_CONCURRENT_STREAMS, ServeSettings, Served, serve};
+pub use server::{
+    Accepting, Handler, Http1Connection, MAX_CONCURRENT_STREAMS, ServeSettings, Served, serve,
+};
 use signal::serve_reloading;
-pub use signal::{announce, reload_on_sighup, shutdown_signal};
+pub use signal::{announce, reload_on_sighup, reload_tls_on_sighup, shutdown_signal};
+pub use stream::Stream;
 pub use token::{AdminToken, Refusal, TokenError};
 
 use std::future::Future;

@@ -11,13 +11,15 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::stream::Stream;
+
 /// HTTP/2's connection preface (RFC 9113 section 3.4). No HTTP/1.1 method is
 /// `PRI`, so its first four bytes tell the protocols apart.
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 #[derive(Debug)]
 pub enum Opening {
-    Http1(TcpStream),
+    Http1(Stream),
     Http2(AfterPreface),
 }
 
@@ -43,12 +45,26 @@ pub async fn opening(mut stream: TcpStream, timeout: Duration) -> Option<Opening
     Some(if http2 {
         Opening::Http2(AfterPreface {
             replayed: 0,
+            stream: Stream::Plain(stream),
+            moved: Arc::default(),
+        })
+    } else {
+        Opening::Http1(Stream::Plain(stream))
+    })
+}
+
+/// How a TLS connection opens: as its handshake agreed (ALPN `h2` or HTTP/1.1).
+/// Its server reads the HTTP/2 preface itself.
+pub fn tls_opening(stream: Stream, h2: bool) -> Opening {
+    if h2 {
+        Opening::Http2(AfterPreface {
+            replayed: PREFACE.len(),
             stream,
             moved: Arc::default(),
         })
     } else {
         Opening::Http1(stream)
-    })
+    }
 }
 
 /// A connection whose preface was read by [`opening`]: reads give the preface
@@ -57,7 +73,7 @@ pub async fn opening(mut stream: TcpStream, timeout: Duration) -> Option<Opening
 #[derive(Debug)]
 pub struct AfterPreface {
     replayed: usize,
-    stream: TcpStream,
+    stream: Stream,
     moved: Arc<AtomicU64>,
 }
 

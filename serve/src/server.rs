@@ -25,7 +25,9 @@ use crate::coalesce::Coalesce;
 use crate::front::{Front, read_whole};
 use crate::http1::{Http1Limits, serve_http1};
 use crate::idle::serve_until_quiet;
-use crate::preface::{Opening, opening};
+use crate::preface::{Opening, opening, tls_opening};
+use crate::stream::Stream;
+use crate::tls::{HandshakeError, Identity, Role, Tls, negotiated_h2};
 
 /// Streams a multiplexed HTTP/2 connection may have open at once (the router
 /// sends a cell no more than this).
@@ -58,8 +60,11 @@ pub type Served = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// An accepted HTTP/1.1 connection, for [`Handler::take_http1`].
 #[derive(Debug)]
 pub struct Http1Connection {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub peer: SocketAddr,
+    /// Who the client proved to be, on a TLS listener: put in each request's
+    /// extensions.
+    pub identity: Option<Arc<Identity>>,
     pub header_read_timeout: Duration,
     /// Becomes true when the listener stops: finish the request in hand, close.
     /// The listener's drain waits for the connection up to its deadline.
@@ -78,6 +83,17 @@ pub struct ServeSettings {
     pub max_connections: usize,
     /// Bounds on each request's body, and on the wait for a response body.
     pub limits: Http1Limits,
+    /// Mutual TLS, on the listeners of a secure deployment's cells.
+    pub tls: Option<Accepting>,
+}
+
+/// Whom a TLS listener lets in: processes of one role, proven by a certificate
+/// of the deployment, whose handshake ends in time.
+#[derive(Debug, Clone)]
+pub struct Accepting {
+    pub tls: Arc<Tls>,
+    pub role: Role,
+    pub handshake_timeout: Duration,
 }
 
 impl ServeSettings {
@@ -94,6 +110,7 @@ impl ServeSettings {
                 max_body_bytes: deploy.limits.max_body_bytes,
                 stall_timeout: Duration::from_millis(deploy.timeouts.request_timeout_ms),
             },
+            tls: None,
         }
     }
 }
@@ -143,23 +160,6 @@ pub async fn serve<H: Handler>(
         }
         let handler = handler.clone();
         let limits = settings.limits;
-        let service = service_fn({
-            let handler = handler.clone();
-            move |req: Request<Incoming>| {
-                let handler = handler.clone();
-                async move {
-                    let (parts, body) = req.into_parts();
-                    let answer = match read_whole(&parts.headers, body, &limits).await {
-                        Ok(body) => handler
-                            .handle(Request::from_parts(parts, body))
-                            .await
-                            .map(Either::Left),
-                        Err(error) => error.response().map(Either::Right),
-                    };
-                    Ok::<_, Infallible>(answer)
-                }
-            }
-        });
         let http2 = http2.clone();
         let watcher = graceful.watcher();
         let (header_read_timeout, http2_idle_timeout, drain_timeout) = (
@@ -167,12 +167,45 @@ pub async fn serve<H: Handler>(
             settings.http2_idle_timeout,
             settings.drain_timeout,
         );
+        let tls = settings.tls.clone();
         let closing = closing.subscribe();
         tokio::spawn(async move {
-            let Some(opening) = opening(stream, header_read_timeout).await else {
-                tracing::debug!(%peer, "closed: nothing sent, or part of an HTTP/2 preface, within the header read timeout");
-                return;
+            let (opening, identity) = match tls {
+                Some(tls) => match accept_tls(&tls, stream).await {
+                    Ok(opened) => opened,
+                    Err(err) => {
+                        tracing::debug!(%peer, cause = %err, "TLS handshake refused");
+                        return;
+                    }
+                },
+                None => match opening(stream, header_read_timeout).await {
+                    Some(opening) => (opening, None),
+                    None => {
+                        tracing::debug!(%peer, "closed: nothing sent, or part of an HTTP/2 preface, within the header read timeout");
+                        return;
+                    }
+                },
             };
+            let service = service_fn({
+                let (handler, identity) = (handler.clone(), identity.clone());
+                move |req: Request<Incoming>| {
+                    let (handler, identity) = (handler.clone(), identity.clone());
+                    async move {
+                        let (mut parts, body) = req.into_parts();
+                        if let Some(identity) = identity {
+                            parts.extensions.insert(identity);
+                        }
+                        let answer = match read_whole(&parts.headers, body, &limits).await {
+                            Ok(body) => handler
+                                .handle(Request::from_parts(parts, body))
+                                .await
+                                .map(Either::Left),
+                            Err(error) => error.response().map(Either::Right),
+                        };
+                        Ok::<_, Infallible>(answer)
+                    }
+                }
+            });
             let ended = match opening {
                 Opening::Http2(stream) => {
                     let moved = stream.moved();
@@ -194,6 +227,7 @@ pub async fn serve<H: Handler>(
                     let conn = Http1Connection {
                         stream,
                         peer,
+                        identity,
                         header_read_timeout,
                         closing,
                         limits,
@@ -223,4 +257,18 @@ pub async fn serve<H: Handler>(
             "drain deadline passed; closing the remaining connections"
         );
     }
+}
+
+/// The TLS handshake of a new connection, and who the client proved to be.
+async fn accept_tls(
+    accepting: &Accepting,
+    stream: TcpStream,
+) -> Result<(Opening, Option<Arc<Identity>>), HandshakeError> {
+    let (tls, identity) = accepting
+        .tls
+        .accept(stream, accepting.role, accepting.handshake_timeout)
+        .await?;
+    let h2 = negotiated_h2(tls.get_ref().1);
+    let stream = Stream::Tls(Box::new(tls.into()));
+    Ok((tls_opening(stream, h2), Some(Arc::new(identity))))
 }

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ldc_topology::Topology;
+
+use crate::tls::Tls;
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
@@ -66,6 +68,26 @@ pub fn announce(
 ) {
     let peer = peer.map(|peer| format!(" peer={peer}")).unwrap_or_default();
     println!("ldc-listening role={role} id={id} listen={listen} admin={admin}{peer}");
+}
+
+/// Reads `tls`'s certificates, key and CA bundle again on every SIGHUP: new
+/// connections use them, open ones keep theirs. Files that do not load are logged
+/// and the ones in use stay.
+pub fn reload_tls_on_sighup(tls: Arc<Tls>) {
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; certificates will not be reloaded");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!(identity = %tls.identity(), "certificates reloaded"),
+                Err(err) => {
+                    tracing::error!(cause = %err, "certificates not reloaded; the ones in use stay")
+                }
+            }
+        }
+    });
 }
 
 /// Loads the deploy file at `path` again on every SIGHUP. Each file that loads and

@@ -332,10 +332,10 @@ async fn admin_listeners_report_readiness_topology_and_metrics() {
         .get(&format!("{cell_admin}/metrics"))
         .await
         .expect("metrics");
-    assert!(
-        String::from_utf8_lossy(&cell_metrics.body)
-            .contains(r#"ldc_cell_requests_total{code="200"} 3"#)
-    );
+    let cell_metrics = String::from_utf8_lossy(&cell_metrics.body);
+    assert!(cell_metrics.contains(r#"ldc_cell_requests_total{code="200"} 3"#));
+    // Secure by default: TLS between the processes.
+    assert!(cell_metrics.contains("ldc_insecure 0"), "{cell_metrics}");
 }
 
 #[tokio::test]
@@ -408,7 +408,23 @@ async fn post_chunked(
 
 #[tokio::test]
 async fn a_cell_reads_bodies_that_come_in_pieces_and_bounds_them() {
-    let cluster = Cluster::builder().cells(1).spawn().await;
+    // Plain TCP to the cell needs a deployment that chose to go without TLS; it
+    // says so in its log and its metrics.
+    let cluster = Cluster::builder()
+        .cells(1)
+        .extra("[security]\ninsecure = true\n")
+        .spawn()
+        .await;
+    assert!(
+        cluster.log_text().contains("security.insecure = true"),
+        "no warning in the log"
+    );
+    let metrics = cluster
+        .client
+        .get(&format!("http://{}/metrics", cluster.proc("c1").admin))
+        .await
+        .expect("metrics");
+    assert!(String::from_utf8_lossy(&metrics.body).contains("ldc_insecure 1"));
     let cell = cluster.proc("c1").listen;
     let user = cluster.users_of("c1", 1).remove(0);
     let path = format!("/v1/users/{user}/deposits");

@@ -294,7 +294,7 @@ async fn units_idle_at_one_cell_are_recalled_for_buyers_at_another() {
         }
     }
     let state = cluster
-        .client
+        .client_as_cell("c2")
         .get(&format!("{}/v1/gz/items", cluster.peer_url("c1")))
         .await
         .expect("global zone answers")
@@ -380,7 +380,7 @@ async fn the_global_zones_routes_are_served_on_the_peer_listener_only() {
         .expect("the cell answers");
     assert_eq!(on_user_listener.status, StatusCode::NOT_FOUND);
     let items = cluster
-        .client
+        .client_as_cell("c2")
         .get(&format!("{}/v1/gz/items", cluster.peer_url("c1")))
         .await
         .expect("global zone answers");

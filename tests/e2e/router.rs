@@ -80,6 +80,7 @@ fn settings() -> ServeSettings {
             max_body_bytes: 1 << 20,
             stall_timeout: Duration::from_secs(10),
         },
+        tls: None,
     }
 }
 
@@ -138,7 +139,7 @@ async fn start_router(settings: &str, cells: &str) -> TestRouter {
         // No reloads: the sending side is dropped at once.
         let (_, reloads) = tokio::sync::watch::channel(topology.clone());
         let _secrets = secrets;
-        ldc_router::run(topology, listener, admin, reloads, async {
+        ldc_router::run(topology, listener, admin, None, reloads, async {
             let _ = stopped.await;
         })
         .await

@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use ldc::client::HttpClient;
+use ldc_serve::tls::Role;
 use ldc_topology::Topology;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -175,6 +176,12 @@ impl Cluster {
 
     pub fn cell_url(&self, id: &str) -> String {
         format!("http://{}", self.proc(id).listen)
+    }
+
+    /// A client that reaches cells as cell `id` (with its certificate), as the
+    /// peer plane expects.
+    pub fn client_as_cell(&self, id: &str) -> HttpClient {
+        HttpClient::acting_as(self.topology(), Role::Cell, Some(id)).expect("cell credentials")
     }
 
     /// `http://ADDR` of a cell's peer listener.

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use ldc_serve::Connector;
 use ldc_topology::Topology;
 
 use super::wire::{ITEMS_PATH, ItemState, Items, LEASES_PATH, Lease};
@@ -19,7 +19,7 @@ use super::wire::{ITEMS_PATH, ItemState, Items, LEASES_PATH, Lease};
 /// Calls to the global zone: its cell first, then its standby (which serves it
 /// after a takeover), sticking to whichever answered last.
 pub struct Client {
-    client: HttpClient<HttpConnector, Full<Bytes>>,
+    client: HttpClient<Connector, Full<Bytes>>,
     /// Addresses come from the topology at each call: a reload may fill them in.
     topology: Arc<ArcSwap<Topology>>,
     gz: usize,
@@ -28,10 +28,14 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(topology: Arc<ArcSwap<Topology>>, gz: usize, timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
-        connector.set_nodelay(true);
+    /// Calls through `connector`, which checks that the cell answering is the
+    /// one the topology places at the address.
+    pub fn new(
+        topology: Arc<ArcSwap<Topology>>,
+        gz: usize,
+        timeout: Duration,
+        connector: Connector,
+    ) -> Self {
         Self {
             client: HttpClient::builder(TokioExecutor::new()).build(connector),
             topology,

@@ -13,6 +13,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use ldc_serve::Connector;
 use ldc_topology::{GlobalZoneConf, Topology};
 use serde::Deserialize;
 
@@ -56,16 +57,26 @@ struct Demand {
 
 /// Starts `shard`'s lease keeper, if the deployment has a global zone. It ends by
 /// itself once the shard is dropped.
-pub fn start<S: Store + 'static>(shard: &Arc<Shard<S>>, topology: &Arc<ArcSwap<Topology>>) {
-    if let Some(keeper) = Keeper::new(topology, shard.cell, shard.metrics().keeper.clone()) {
+pub fn start<S: Store + 'static>(
+    shard: &Arc<Shard<S>>,
+    topology: &Arc<ArcSwap<Topology>>,
+    connector: &Connector,
+) {
+    let metrics = shard.metrics().keeper.clone();
+    if let Some(keeper) = Keeper::new(topology, shard.cell, metrics, connector) {
         tokio::spawn(keeper.run(Arc::downgrade(shard), shard.stock.clone()));
     }
 }
 
 /// Gives every unit of `shard`'s leased stock back to the global zone (graceful
 /// shutdown); what cannot be given back stays recorded at the shard.
-pub async fn give_back<S: Store>(shard: &Shard<S>, topology: &Arc<ArcSwap<Topology>>) {
-    if let Some(mut keeper) = Keeper::new(topology, shard.cell, shard.metrics().keeper.clone()) {
+pub async fn give_back<S: Store>(
+    shard: &Shard<S>,
+    topology: &Arc<ArcSwap<Topology>>,
+    connector: &Connector,
+) {
+    let metrics = shard.metrics().keeper.clone();
+    if let Some(mut keeper) = Keeper::new(topology, shard.cell, metrics, connector) {
         keeper.give_back(shard).await;
     }
 }
@@ -94,13 +105,14 @@ impl Keeper {
         topologies: &Arc<ArcSwap<Topology>>,
         shard_cell: usize,
         metrics: KeeperMetrics,
+        connector: &Connector,
     ) -> Option<Self> {
         let topology = topologies.load();
         let gz = topology.global_zone()?;
         let settings = topology.deploy().global_zone.clone()?;
         let timeout = Duration::from_millis(settings.request_timeout_ms);
         Some(Self {
-            client: Client::new(topologies.clone(), gz, timeout),
+            client: Client::new(topologies.clone(), gz, timeout, connector.clone()),
             settings,
             shard_id: topology.cells()[shard_cell].id.clone(),
             demand: HashMap::new(),

@@ -3,9 +3,12 @@
 //! zone, or by its standby after a takeover.
 
 use bytes::Bytes;
+use std::sync::Arc;
+
 use http::{Method, Request, Response, StatusCode};
+use ldc_serve::tls::{Identity, Role};
 use ldc_serve::{Body, json};
-use ldc_topology::{MAX_MONEY, is_valid_user_id};
+use ldc_topology::{MAX_MONEY, Topology, is_valid_user_id};
 use serde::Deserialize;
 
 use super::wire::{ITEMS_PATH, ItemState, Items, LEASES_PATH, Lease, recall_window};
@@ -51,8 +54,11 @@ impl<S: Store + 'static> Cell<S> {
             }
             (Method::POST, LEASES_PATH) => {
                 let lease: Lease = json_body(req.body())?;
-                if topology.cell_index(&lease.cell).is_none() {
+                let Some(cell) = topology.cell_index(&lease.cell) else {
                     return Err(invalid("cell", format!("no cell {:?}", lease.cell)));
+                };
+                if let Some(caller) = req.extensions().get::<Arc<Identity>>() {
+                    may_act_for(&topology, caller, cell)?;
                 }
                 if !is_valid_user_id(&lease.item_id) {
                     return Err(invalid("item_id", "item_id must match [A-Za-z0-9_-]{1,64}"));
@@ -160,5 +166,22 @@ impl<S: Store + 'static> Cell<S> {
         }
         .await;
         Some(answer.unwrap_or_else(|error| self.error_response(error)))
+    }
+}
+
+/// Whether the cell `caller`'s certificate names may lease for `cell`: its own
+/// shard, or the shard of a cell it stands by for (which it serves after a
+/// takeover).
+fn may_act_for(topology: &Topology, caller: &Identity, cell: usize) -> Result<(), CellError> {
+    let cells = topology.cells();
+    let acts_for = |index: usize| cells[index].id == caller.id();
+    if caller.role() == Role::Cell && (acts_for(cell) || cells[cell].standby.is_some_and(acts_for))
+    {
+        Ok(())
+    } else {
+        Err(CellError::PeerMismatch {
+            caller: caller.to_string(),
+            cell: cells[cell].id.clone(),
+        })
     }
 }

@@ -330,8 +330,9 @@ mod tests {
             .open_own(topology, index, &metrics)
             .await
             .expect("own shard");
-        let cell =
-            Arc::new(Cell::new(topology.clone(), index, own, &Registry::new()).expect("cell"));
+        let cell = Arc::new(
+            Cell::new(topology.clone(), index, own, &Registry::new(), None).expect("cell"),
+        );
         let standby = crate::takeover::stand_by(cell.clone(), backing.witness(), metrics, POLL);
         let renewing = {
             let cell = cell.clone();

@@ -35,6 +35,9 @@ pub fn drain_timeout_ms() -> u64 {
 pub fn pool_idle_timeout_ms() -> u64 {
     90_000
 }
+pub fn tls_handshake_timeout_ms() -> u64 {
+    3_000
+}
 pub fn retry_after_s() -> u64 {
     1
 }

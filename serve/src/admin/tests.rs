@@ -78,6 +78,7 @@ async fn start(drain_timeout: Duration) -> Process {
             max_body_bytes: 1024,
             stall_timeout: Duration::from_secs(10),
         },
+        tls: None,
     };
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
     let secrets = tempfile::tempdir().expect("temp dir");

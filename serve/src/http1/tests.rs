@@ -8,7 +8,7 @@ use http_body_util::Full;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 use crate::testing::{Message, message, reads};
@@ -113,8 +113,9 @@ async fn connect() -> (TcpStream, watch::Sender<bool>) {
     let (stream, peer) = listener.accept().await.expect("accept");
     let (closing, closing_rx) = watch::channel(false);
     let conn = Http1Connection {
-        stream,
+        stream: Stream::Plain(stream),
         peer,
+        identity: None,
         header_read_timeout: Duration::from_secs(10),
         closing: closing_rx,
         limits: Http1Limits {
