@@ -229,7 +229,6 @@ struct RouteAnswer<'t> {
     epoch: u64,
     cell: &'t str,
     region: &'t str,
-    address: String,
     standby: Option<&'t str>,
     /// The cell serving the slot now: the owner, its standby, or none.
     served_by: Option<&'t str>,
@@ -245,7 +244,6 @@ fn placement_answer(topology: &Topology, health: &Health, user_id: &str) -> Resp
         epoch: route.map_or(topology.placement().epoch(), |(_, epoch)| epoch),
         cell: &cell.id,
         region: &cell.region,
-        address: cell.advertise.to_string(),
         standby: cell.standby.map(|s| topology.cells()[s].id.as_str()),
         served_by: route.map(|(serving, _)| topology.cells()[serving].id.as_str()),
     };

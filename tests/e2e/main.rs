@@ -10,4 +10,5 @@ mod global_zone;
 mod ledger;
 mod openapi;
 mod router;
+mod security;
 mod support;
