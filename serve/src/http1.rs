@@ -18,6 +18,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -76,12 +77,14 @@ pub async fn serve_http1<S: Http1Service>(service: Arc<S>, conn: Http1Connection
         stream,
         peer,
         identity,
+        moved,
         header_read_timeout,
         mut closing,
         limits,
     } = conn;
     let mut conn = Conn {
         stream,
+        moved,
         read: BytesMut::with_capacity(8 * 1024),
         write: Vec::with_capacity(8 * 1024),
         timer: Timer::new(),
@@ -167,6 +170,8 @@ impl<E: Into<RequestError>> From<E> for Broken {
 
 struct Conn {
     stream: Stream,
+    /// Counts reads and writes that moved bytes (`open.rs`).
+    moved: Arc<AtomicU64>,
     read: BytesMut,
     write: Vec<u8>,
     timer: Timer,
@@ -200,7 +205,7 @@ impl Conn {
             match read {
                 Some(Ok(0)) if idle => return Ok(None),
                 Some(Ok(0)) => return Err(Broken::Gone("closed within a request head".into())),
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => self.moved(),
                 Some(Err(err)) if idle => {
                     tracing::debug!(cause = %err, "read between requests failed");
                     return Ok(None);
@@ -270,7 +275,10 @@ impl Conn {
             .await
         {
             Some(Ok(0)) => Err(Broken::Gone("closed within a request body".into())),
-            Some(Ok(_)) => Ok(()),
+            Some(Ok(_)) => {
+                self.moved();
+                Ok(())
+            }
             Some(Err(err)) => Err(Broken::Gone(err.to_string())),
             None => Err(RequestError::BodyTimeout(self.limits.body_timeout).into()),
         }
@@ -382,6 +390,9 @@ impl Conn {
     /// Writes what is buffered. A client may read slowly, but each wait for it to
     /// take more has the body timeout.
     async fn flush(&mut self) -> Result<(), String> {
+        if self.write.is_empty() {
+            return Ok(());
+        }
         let Self {
             stream,
             write,
@@ -409,7 +420,7 @@ impl Conn {
                 }
             }
             // Through the TLS session; bounded as a whole.
-            Stream::Tls(tls) if !write.is_empty() => {
+            Stream::Tls(tls) => {
                 let deadline = Instant::now() + limits.body_timeout;
                 let written = async {
                     tls.write_all(write).await?;
@@ -421,10 +432,14 @@ impl Conn {
                     None => return Err("the client took nothing more in time".into()),
                 }
             }
-            Stream::Tls(_) => {}
         }
         write.clear();
+        self.moved();
         Ok(())
+    }
+
+    fn moved(&self) {
+        self.moved.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Closes the connection's sending side, then reads and drops what the client

@@ -10,6 +10,7 @@ mod connect;
 mod front;
 mod http1;
 mod idle;
+mod open;
 mod phase;
 mod preface;
 mod reply;

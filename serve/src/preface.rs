@@ -26,7 +26,11 @@ pub enum Opening {
 /// What the client opened with, by `timeout`: `None` when it closed, sent nothing,
 /// or began HTTP/2's preface without completing it. An HTTP/1.1 head is not
 /// waited for here: its server bounds that itself.
-pub async fn opening(mut stream: TcpStream, timeout: Duration) -> Option<Opening> {
+pub async fn opening(
+    mut stream: TcpStream,
+    timeout: Duration,
+    moved: Arc<AtomicU64>,
+) -> Option<Opening> {
     let read = async {
         let mut head = [0u8; 4];
         match stream.peek(&mut head).await {
@@ -46,7 +50,7 @@ pub async fn opening(mut stream: TcpStream, timeout: Duration) -> Option<Opening
         Opening::Http2(AfterPreface {
             replayed: 0,
             stream: Stream::Plain(stream),
-            moved: Arc::default(),
+            moved,
         })
     } else {
         Opening::Http1(Stream::Plain(stream))
@@ -55,12 +59,12 @@ pub async fn opening(mut stream: TcpStream, timeout: Duration) -> Option<Opening
 
 /// How a TLS connection opens: as its handshake agreed (ALPN `h2` or HTTP/1.1).
 /// Its server reads the HTTP/2 preface itself.
-pub fn tls_opening(stream: Stream, h2: bool) -> Opening {
+pub fn tls_opening(stream: Stream, h2: bool, moved: Arc<AtomicU64>) -> Opening {
     if h2 {
         Opening::Http2(AfterPreface {
             replayed: PREFACE.len(),
             stream,
-            moved: Arc::default(),
+            moved,
         })
     } else {
         Opening::Http1(stream)
@@ -160,6 +164,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
+    use std::sync::Arc;
+
     use super::{Opening, PREFACE, opening};
 
     const TIMEOUT: Duration = Duration::from_millis(300);
@@ -178,7 +184,7 @@ mod tests {
     async fn opened_with(sent: &[u8]) -> (TcpStream, Option<Opening>) {
         let (mut client, server) = pair().await;
         client.write_all(sent).await.expect("write");
-        (client, opening(server, TIMEOUT).await)
+        (client, opening(server, TIMEOUT, Arc::default()).await)
     }
 
     #[tokio::test]
@@ -234,10 +240,10 @@ mod tests {
     async fn a_client_that_closes_or_stays_silent_is_dropped() {
         let (client, server) = pair().await;
         drop(client);
-        assert!(opening(server, TIMEOUT).await.is_none());
+        assert!(opening(server, TIMEOUT, Arc::default()).await.is_none());
         let (_silent, server) = pair().await;
         let started = tokio::time::Instant::now();
-        assert!(opening(server, TIMEOUT).await.is_none());
+        assert!(opening(server, TIMEOUT, Arc::default()).await.is_none());
         assert!(started.elapsed() >= TIMEOUT);
     }
 }

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,12 +20,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::coalesce::Coalesce;
 use crate::front::{Front, read_whole};
 use crate::http1::{Http1Limits, serve_http1};
 use crate::idle::serve_until_quiet;
+use crate::open::Open;
 use crate::preface::{Opening, opening, tls_opening};
 use crate::stream::Stream;
 use crate::tls::{HandshakeError, Identity, Role, Tls, negotiated_h2};
@@ -65,6 +67,9 @@ pub struct Http1Connection {
     /// Who the client proved to be, on a TLS listener: put in each request's
     /// extensions.
     pub identity: Option<Arc<Identity>>,
+    /// Grows with each read or write that moves bytes: what tells a quiet
+    /// connection from a busy one when the listener is full (`open.rs`).
+    pub moved: Arc<AtomicU64>,
     pub header_read_timeout: Duration,
     /// Becomes true when the listener stops: finish the request in hand, close.
     /// The listener's drain waits for the connection up to its deadline.
@@ -134,16 +139,9 @@ pub async fn serve<H: Handler>(
     // The drain signal of HTTP/2 connections and of those served by the
     // handler's own server.
     let (closing, _) = watch::channel(false);
-    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let open = Open::new(settings.max_connections);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -169,16 +167,18 @@ pub async fn serve<H: Handler>(
         );
         let tls = settings.tls.clone();
         let closing = closing.subscribe();
-        tokio::spawn(async move {
+        let admitted = open.admit();
+        let (moved, evict) = (admitted.moved.clone(), admitted.evict.clone());
+        let connection = async move {
             let (opening, identity) = match tls {
-                Some(tls) => match accept_tls(&tls, stream).await {
+                Some(tls) => match accept_tls(&tls, stream, moved.clone()).await {
                     Ok(opened) => opened,
                     Err(err) => {
                         tracing::debug!(%peer, cause = %err, "TLS handshake refused");
                         return;
                     }
                 },
-                None => match opening(stream, header_read_timeout).await {
+                None => match opening(stream, header_read_timeout, moved.clone()).await {
                     Some(opening) => (opening, None),
                     None => {
                         tracing::debug!(%peer, "closed: nothing sent, or part of an HTTP/2 preface, within the header read timeout");
@@ -228,6 +228,7 @@ pub async fn serve<H: Handler>(
                         stream,
                         peer,
                         identity,
+                        moved,
                         header_read_timeout,
                         closing,
                         limits,
@@ -239,7 +240,13 @@ pub async fn serve<H: Handler>(
             if let Err(err) = ended {
                 tracing::debug!(cause = %err, %peer, "connection ended with an error");
             }
-            drop((permit, watcher));
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                () = connection => {}
+                () = evict.notified() => tracing::debug!(%peer, "closed to make room"),
+            }
+            drop((admitted, watcher));
         });
     }
     drop(listener);
@@ -263,6 +270,7 @@ pub async fn serve<H: Handler>(
 async fn accept_tls(
     accepting: &Accepting,
     stream: TcpStream,
+    moved: Arc<AtomicU64>,
 ) -> Result<(Opening, Option<Arc<Identity>>), HandshakeError> {
     let (tls, identity) = accepting
         .tls
@@ -270,5 +278,5 @@ async fn accept_tls(
         .await?;
     let h2 = negotiated_h2(tls.get_ref().1);
     let stream = Stream::Tls(Box::new(tls.into()));
-    Ok((tls_opening(stream, h2), Some(Arc::new(identity))))
+    Ok((tls_opening(stream, h2, moved), Some(Arc::new(identity))))
 }

@@ -275,3 +275,64 @@ async fn a_client_without_the_router_certificate_is_not_served_by_a_cell() {
         .expect("the cell answers");
     assert_eq!(reply.status, StatusCode::OK);
 }
+
+/// Opens `n` connections to `address` that never send a byte.
+async fn stall(address: std::net::SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut stalled = Vec::with_capacity(n);
+    for _ in 0..n {
+        match tokio::net::TcpStream::connect(address).await {
+            Ok(stream) => stalled.push(stream),
+            Err(err) => panic!("connection {} to {address}: {err}", stalled.len()),
+        }
+    }
+    stalled
+}
+
+#[tokio::test]
+async fn stalled_connections_in_any_number_do_not_keep_the_router_from_a_cell() {
+    // Each connection of this test and of the cell is a descriptor.
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("descriptor limit");
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
+        .expect("raise the descriptor limit");
+    const CAP: usize = 500;
+    // Timeouts far beyond the test: only making room can let the router in.
+    let mut cluster = Cluster::builder()
+        .cells(1)
+        .extra(&format!(
+            "[limits]\nmax_connections = {CAP}\n\
+             [timeouts]\nheader_read_timeout_ms = 120000\ntls_handshake_timeout_ms = 120000\n"
+        ))
+        .spawn()
+        .await;
+    let user = cluster.users_of("c1", 1).remove(0);
+    let whoami = format!("{}/v1/users/{user}/whoami", cluster.router_url());
+    let c1 = cluster.proc("c1");
+    let mut stalled = Vec::new();
+    for address in [c1.listen, c1.peer.expect("peer listener"), c1.admin] {
+        stalled.extend(stall(address, 4 * CAP).await);
+    }
+    cluster.kill9("r1");
+    cluster.next_event_matching("restarted router r1").await;
+    let started = Instant::now();
+    let fresh = HttpClient::new();
+    loop {
+        let served = fresh
+            .get(&whoami)
+            .await
+            .is_ok_and(|reply| reply.status == StatusCode::OK);
+        if served {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the cell's users were not served again within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "{} stalled connections, cap {CAP} per listener: users served again {:?} after the router restarted",
+        stalled.len(),
+        started.elapsed()
+    );
+}

@@ -116,6 +116,7 @@ async fn connect() -> (TcpStream, watch::Sender<bool>) {
         stream: Stream::Plain(stream),
         peer,
         identity: None,
+        moved: Arc::default(),
         header_read_timeout: Duration::from_secs(10),
         closing: closing_rx,
         limits: Http1Limits {
