@@ -23,6 +23,9 @@ cargo build --release --locked -q --bin ldc --example hello
 cat > "$work/cell.toml" <<EOF
 name = "cellbench"
 data_dir = "$work/data"
+# wrk and the hello-world server speak plain HTTP.
+[security]
+insecure = true
 [[regions]]
 id = "local"
 [[cells]]
@@ -41,6 +44,7 @@ wrk.method = "POST"
 wrk.body = '{"item_id":"gone","quantity":1,"request_id":"r1"}'
 wrk.headers["Content-Type"] = "application/json"
 EOF
+admin_token "$work/data/certs/admin.token"
 target/release/ldc cell --config "$work/cell.toml" --id b1 > "$work/cell.log" 2>&1 &
 cell_pid=$!
 pids+=("$cell_pid")

@@ -1,7 +1,8 @@
 # Sourced by the bench scripts: a scratch directory `$work` and a list `pids` of
 # processes to stop, both cleaned up on exit however the script ends; and
 # `install_missing CMD PKG [CMD PKG ...]`, which installs from Debian the packages
-# whose command is missing.
+# whose command is missing; and `admin_token FILE`, which writes a random admin
+# token (mode 0600) for processes started without `ldc up`.
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -21,4 +22,9 @@ install_missing() {
     echo "installing ${missing[*]} from Debian"
     local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
     $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+admin_token() {
+    mkdir -p "$(dirname "$1")"
+    (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$1")
 }

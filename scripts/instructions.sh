@@ -28,6 +28,9 @@ case $measured in
 esac
 
 sed "s|data_dir = \"./data\"|data_dir = \"$work/data\"|" config/local.toml > "$work/local.toml"
+# Plain TCP between the processes, as in the figures before TLS (docs/benchmarks.md).
+printf '\n[security]\ninsecure = true\n' >> "$work/local.toml"
+admin_token "$work/data/certs/admin.token"
 start() { # $1 role, $2 id, $3 admin port
     if [ "$2" = "$counted" ]; then
         TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.%p" \
