@@ -2,6 +2,7 @@
 //! across SIGKILLs of a cell and of the global zone's host. Never oversold, not
 //! undersold, every lease accounted for on both sides.
 
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
