@@ -111,33 +111,9 @@ pub async fn up(config: &Path) -> ExitCode {
         eprintln!("ldc up: cannot create {}: {err}", deploy.data_dir.display());
         return ExitCode::FAILURE;
     }
-    if topology.deploy().security.insecure {
-        println!("ldc up: security.insecure = true: the processes talk without TLS");
-    } else {
-        let dir = topology.certs_dir();
-        match certs::ensure(&topology, &dir) {
-            Ok(created) if !created.files.is_empty() => println!(
-                "ldc up: created the deployment's CA and certificates in {}",
-                dir.display()
-            ),
-            Ok(_) => {}
-            Err(err) => {
-                eprintln!("ldc up: {err}");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    let token_file = topology.admin_token_file();
-    match AdminToken::create(&token_file) {
-        Ok(true) => println!(
-            "ldc up: created the admin token {} (send it as Authorization: Bearer to /admin/* routes)",
-            token_file.display()
-        ),
-        Ok(false) => {}
-        Err(err) => {
-            eprintln!("ldc up: {err}");
-            return ExitCode::FAILURE;
-        }
+    if let Err(err) = credentials(&topology) {
+        eprintln!("ldc up: {err}");
+        return ExitCode::FAILURE;
     }
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
@@ -284,6 +260,32 @@ fn reload(
     write_resolved(next.deploy(), bound, config, resolved)
         .map_err(|()| "cannot write the resolved deploy file".to_owned())?;
     Ok(next)
+}
+
+/// Creates what the deployment's processes need to start and is missing: the
+/// CA and a certificate per process (unless the deployment is insecure), and the
+/// admin token; says what it created.
+fn credentials(topology: &Topology) -> Result<(), String> {
+    if topology.deploy().security.insecure {
+        println!("ldc up: security.insecure = true: the processes talk without TLS");
+    } else {
+        let dir = topology.certs_dir();
+        let created = certs::ensure(topology, &dir).map_err(|err| err.to_string())?;
+        if !created.files.is_empty() {
+            println!(
+                "ldc up: created the deployment's CA and certificates in {}",
+                dir.display()
+            );
+        }
+    }
+    let token_file = topology.admin_token_file();
+    if AdminToken::create(&token_file).map_err(|err| err.to_string())? {
+        println!(
+            "ldc up: created the admin token {} (send it as Authorization: Bearer to /admin/* routes)",
+            token_file.display()
+        );
+    }
+    Ok(())
 }
 
 /// Starts `specs` concurrently and records their addresses in `bound`. On any

@@ -432,4 +432,18 @@ async fn admin_routes_refuse_callers_without_the_deployments_token() {
         !cluster.log_text().contains(token.trim()),
         "the token was logged"
     );
+    // ldc up made the token and every private key readable by their owner only.
+    let certs = cluster.topology().certs_dir();
+    for secret in [
+        token_file,
+        certs.join("ca.key"),
+        certs.join("cell-c1.key"),
+        certs.join("router-r1.key"),
+    ] {
+        let mode = std::fs::metadata(&secret)
+            .expect("a secret file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", secret.display());
+    }
 }
