@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# What mutual TLS between router and cells costs: the same cluster
-# (config/local.toml) with the secure default and with `insecure = true`, in
-# alternating rounds, `wrk -t1 -c64 --latency -s scripts/users.lua` against the
-# router. Prints each round and the medians: req/s, p50, p99, and the ratio of
-# req/s (mTLS / plain).
+# What the trust boundaries cost the router: the same cluster (config/local.toml)
+# plain (`insecure = true`), with mutual TLS to the cells (the default), and with
+# mutual TLS and an `[auth]` table (HS256 JWTs, one per user, verified once and
+# then cached), in alternating rounds of `wrk -t1 -c64 --latency` over the same
+# 1,000 users. Prints each round and the medians: req/s, p50, p99, and the
+# ratios of req/s (mTLS / plain, JWT / mTLS).
 #
 #   scripts/tls-bench.sh [ROUNDS] [SECONDS]   (defaults: 3 rounds of 5 s)
 #
@@ -14,23 +15,54 @@ rounds=${1:-3}
 seconds=${2:-5}
 
 . scripts/common.sh
-install_missing wrk wrk curl curl
+install_missing wrk wrk curl curl python3 python3
 cargo build --release --locked -q --bin ldc
 
-sed "s|data_dir = \"./data\"|data_dir = \"$work/data\"|" config/local.toml > "$work/mtls.toml"
-sed "s|data_dir = \"./data\"|data_dir = \"$work/plain\"|" config/local.toml > "$work/plain.toml"
+for mode in plain mtls jwt; do
+    sed "s|data_dir = \"./data\"|data_dir = \"$work/$mode\"|" config/local.toml > "$work/$mode.toml"
+done
 printf '\n[security]\ninsecure = true\n' >> "$work/plain.toml"
+(umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$work/secret")
+printf '\n[auth]\nalgorithms = ["HS256"]\n[[auth.keys]]\nkid = "k1"\nalgorithm = "HS256"\nfile = "%s"\n' \
+    "$work/secret" >> "$work/jwt.toml"
+# wrk scripts: users u0..u999 in a fixed order, without and with their tokens.
+python3 - "$work" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+work = sys.argv[1]
+secret = open(f"{work}/secret", "rb").read()
+b64 = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+head = b64(json.dumps({"alg": "HS256", "kid": "k1", "typ": "JWT"}).encode())
+tokens = []
+for n in range(1000):
+    claims = b64(json.dumps({"sub": f"u{n}", "exp": int(time.time()) + 3600}).encode())
+    signature = b64(hmac.new(secret, f"{head}.{claims}".encode(), hashlib.sha256).digest())
+    tokens.append(f"{head}.{claims}.{signature}")
+loop = "local n = 0\nrequest = function()\n  n = (n + 7) % 1000\n"
+with open(f"{work}/users.lua", "w") as f:
+    f.write(loop + '  return wrk.format("GET", "/v1/users/u" .. n .. "/whoami")\nend\n')
+with open(f"{work}/tokens.lua", "w") as f:
+    f.write("local tokens = {" + ",".join(f'"{t}"' for t in tokens) + "}\n")
+    f.write(loop + '  return wrk.format("GET", "/v1/users/u" .. n .. "/whoami", '
+            '{Authorization = "Bearer " .. tokens[n + 1]})\nend\n')
+PY
 
-run() { # $1: mtls | plain; prints "req/s p50_us p99_us"
+run() { # $1: plain | mtls | jwt; prints "req/s p50_us p99_us"
     ./target/release/ldc up --config "$work/$1.toml" > "$work/up.out" 2> "$work/up.err" < /dev/zero &
     local up=$!
     pids+=("$up")
     for _ in $(seq 1 300); do grep -q "ldc up: ready" "$work/up.out" 2>/dev/null && break; sleep 0.1; done
-    grep -q "ldc up: ready" "$work/up.out" || { echo "ldc up did not start"; cat "$work/up.err"; exit 1; }
-    wrk -t1 -c64 -d1s -s scripts/users.lua http://127.0.0.1:7000 > /dev/null
-    wrk -t1 -c64 -d"${seconds}s" --latency -s scripts/users.lua http://127.0.0.1:7000 > "$work/wrk.out"
+    grep -q "ldc up: ready" "$work/up.out" || { echo "ldc up did not start" >&2; cat "$work/up.err" >&2; exit 1; }
+    local script="$work/users.lua"
+    [ "$1" = jwt ] && script="$work/tokens.lua"
+    wrk -t1 -c64 -d1s -s "$script" http://127.0.0.1:7000 > /dev/null
+    wrk -t1 -c64 -d"${seconds}s" --latency -s "$script" http://127.0.0.1:7000 > "$work/wrk.out"
     kill "$up"
     wait "$up" 2>/dev/null || true
+    if grep -q "Non-2xx" "$work/wrk.out"; then
+        echo "$1: some answers were not 2xx" >&2
+        cat "$work/wrk.out" >&2
+        exit 1
+    fi
     awk '
         function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000; return v * 1e6 }
         /Requests\/sec/ { r = $2 }
@@ -42,16 +74,17 @@ run() { # $1: mtls | plain; prints "req/s p50_us p99_us"
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 declare -A rps p50 p99
 for round in $(seq 1 "$rounds"); do
-    for mode in mtls plain; do
+    for mode in plain mtls jwt; do
         read -r r a b <<< "$(run "$mode")"
         echo "round $round $mode: $r req/s, p50 ${a} us, p99 ${b} us"
         rps[$mode]+="$r "; p50[$mode]+="$a "; p99[$mode]+="$b "
     done
 done
-for mode in mtls plain; do
+for mode in plain mtls jwt; do
     # shellcheck disable=SC2086
     echo "median $mode: $(median ${rps[$mode]}) req/s, p50 $(median ${p50[$mode]}) us, p99 $(median ${p99[$mode]}) us"
 done
 # shellcheck disable=SC2086
-m=$(median ${rps[mtls]}); p=$(median ${rps[plain]})
+m=$(median ${rps[mtls]}); p=$(median ${rps[plain]}); j=$(median ${rps[jwt]})
 echo "mTLS / plain req/s: $(awk -v a="$m" -v b="$p" 'BEGIN {printf "%.2f", a / b}')"
+echo "JWT / mTLS req/s: $(awk -v a="$j" -v b="$m" 'BEGIN {printf "%.2f", a / b}')"

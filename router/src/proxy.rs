@@ -290,8 +290,11 @@ impl Proxy {
         let subject = self.auth.authenticate(req.headers());
         if let Some(Ok(user_id)) = &subject {
             // Requests routed by header go to the token's user; a client's own
-            // `X-User-Id` is never passed on.
-            req.headers_mut().insert(X_USER_ID.clone(), user_id.clone());
+            // `X-User-Id` is never passed on. Nor is the token: cells trust the
+            // router's word for the user, and need not see a credential.
+            let headers = req.headers_mut();
+            headers.insert(X_USER_ID.clone(), user_id.clone());
+            headers.remove(header::AUTHORIZATION);
         }
         let routed = match admitted(target(&req), subject) {
             Ok(Target::User(user_id)) if is_valid_user_id(user_id) => {

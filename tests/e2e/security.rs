@@ -336,3 +336,24 @@ async fn stalled_connections_in_any_number_do_not_keep_the_router_from_a_cell() 
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn routers_reach_cells_over_mutual_tls_with_http1_as_with_http2() {
+    let cluster = Cluster::builder()
+        .cells(2)
+        .extra("[proxy]\nhttp2_to_cells = false\n")
+        .spawn()
+        .await;
+    for cell in ["c1", "c2"] {
+        let user = cluster.users_of(cell, 1).remove(0);
+        cluster.deposit_all(std::slice::from_ref(&user), 500).await;
+        let reply = cluster
+            .client
+            .get(&format!("{}/v1/users/{user}/balance", cluster.router_url()))
+            .await
+            .expect("the router answers");
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        assert_eq!(reply.json()["balance"], 500);
+        assert_eq!(reply.header("x-ldc-cell"), cell);
+    }
+}
