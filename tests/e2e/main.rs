@@ -9,6 +9,7 @@ mod flash_sale;
 mod global_zone;
 mod ledger;
 mod openapi;
+mod readme;
 mod router;
 mod security;
 mod support;
