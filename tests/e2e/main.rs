@@ -10,6 +10,7 @@ mod global_zone;
 mod ledger;
 mod openapi;
 mod readme;
+mod rotation;
 mod router;
 mod security;
 mod support;
