@@ -9,6 +9,8 @@ mod flash_sale;
 mod global_zone;
 mod ledger;
 mod openapi;
+mod readme;
+mod rotation;
 mod router;
 mod security;
 mod support;

@@ -37,6 +37,8 @@ pub struct ClusterBuilder {
     restart_backoff_ms: u64,
     standbys: bool,
     extra: String,
+    /// A deploy file to run instead of one made from the fields above.
+    file: Option<String>,
 }
 
 impl ClusterBuilder {
@@ -63,8 +65,19 @@ impl ClusterBuilder {
         self
     }
 
+    /// Runs `text`, a deploy file such as `config/local.toml`, instead of one made
+    /// from the builder: every listener on port 0 and `data_dir` in the test's
+    /// temporary directory, the rest as written.
+    pub fn deploy_file(mut self, text: &str) -> Self {
+        self.file = Some(text.to_owned());
+        self
+    }
+
     /// The deploy file: every listener on port 0, data under `data`.
     fn deploy_text(&self, data: &Path) -> String {
+        if let Some(text) = &self.file {
+            return on_free_ports(text, data);
+        }
         let mut text = format!(
             "name = \"test\"\ndata_dir = \"{}\"\n{}\n[supervisor]\nrestart_backoff_initial_ms = {}\nrestart_backoff_max_ms = {}\n\n[[regions]]\nid = \"local\"\n",
             data.display(),
@@ -121,7 +134,12 @@ impl ClusterBuilder {
             dir,
         };
         cluster.next_event_matching("ldc up: ready").await;
-        let resolved = cluster.data.join("test.resolved.toml");
+        let name = Topology::load(&cluster.config)
+            .expect("the deploy file ldc up runs")
+            .deploy()
+            .name
+            .clone();
+        let resolved = cluster.data.join(format!("{name}.resolved.toml"));
         let topology = Topology::load(&resolved).expect("resolved deploy file");
         cluster.client =
             HttpClient::for_deployment(&topology).expect("the admin token ldc up wrote");
@@ -155,6 +173,7 @@ impl Cluster {
             restart_backoff_ms: 200,
             standbys: false,
             extra: String::new(),
+            file: None,
         }
     }
 
@@ -413,4 +432,35 @@ impl Drop for Cluster {
         // Children notice the closed pipe and stop by themselves.
         let _ = self.up.start_kill();
     }
+}
+
+/// `text`, a deploy file, with every `listen`, `admin` and `peer` address on port 0
+/// and its top-level `data_dir` set to `data`.
+fn on_free_ports(text: &str, data: &Path) -> String {
+    let mut in_table = false;
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        in_table |= line.trim_start().starts_with('[');
+        let Some((key, value)) = line.split_once('=') else {
+            lines.push(line.to_owned());
+            continue;
+        };
+        let key = key.trim();
+        lines.push(match key {
+            "data_dir" => {
+                // A cell's own data_dir would land outside the temporary directory.
+                assert!(!in_table, "{line:?}: only the top-level data_dir is moved");
+                format!("data_dir = \"{}\"", data.display())
+            }
+            "listen" | "admin" | "peer" => {
+                let address = value.trim().trim_matches('"');
+                let (host, _) = address
+                    .rsplit_once(':')
+                    .unwrap_or_else(|| panic!("{line:?}: not host:port"));
+                format!("{key} = \"{host}:0\"")
+            }
+            _ => line.to_owned(),
+        });
+    }
+    lines.join("\n")
 }
