@@ -15,7 +15,7 @@ rounds=${1:-3}
 seconds=${2:-5}
 
 . scripts/common.sh
-install_missing wrk wrk curl curl python3 python3
+install_missing wrk wrk curl curl python3 python3 ss iproute2
 cargo build --release --locked -q --bin ldc
 
 for mode in plain mtls jwt; do
@@ -46,7 +46,7 @@ with open(f"{work}/tokens.lua", "w") as f:
             '{Authorization = "Bearer " .. tokens[n + 1]})\nend\n')
 PY
 
-run() { # $1: plain | mtls | jwt; prints "req/s p50_us p99_us"
+run() { # $1: plain | mtls | jwt; writes "req/s p50_us p99_us" to $work/result
     ./target/release/ldc up --config "$work/$1.toml" > "$work/up.out" 2> "$work/up.err" < /dev/zero &
     local up=$!
     pids+=("$up")
@@ -56,8 +56,10 @@ run() { # $1: plain | mtls | jwt; prints "req/s p50_us p99_us"
     [ "$1" = jwt ] && script="$work/tokens.lua"
     wrk -t1 -c64 -d1s -s "$script" http://127.0.0.1:7000 > /dev/null
     wrk -t1 -c64 -d"${seconds}s" --latency -s "$script" http://127.0.0.1:7000 > "$work/wrk.out"
+    # Stopped, and its ports free, before the next deployment binds them.
     kill "$up"
     wait "$up" 2>/dev/null || true
+    while ss -ltn | grep -qE '127\.0\.0\.1:(7000|710[1-3]|720[1-3]|740[1-3]) '; do sleep 0.1; done
     if grep -q "Non-2xx" "$work/wrk.out"; then
         echo "$1: some answers were not 2xx" >&2
         cat "$work/wrk.out" >&2
@@ -68,14 +70,15 @@ run() { # $1: plain | mtls | jwt; prints "req/s p50_us p99_us"
         /Requests\/sec/ { r = $2 }
         /^ +50%/ { p50 = us($2) }
         /^ +99%/ { p99 = us($2) }
-        END { printf "%.0f %.0f %.0f\n", r, p50, p99 }' "$work/wrk.out"
+        END { printf "%.0f %.0f %.0f\n", r, p50, p99 }' "$work/wrk.out" > "$work/result"
 }
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 declare -A rps p50 p99
 for round in $(seq 1 "$rounds"); do
     for mode in plain mtls jwt; do
-        read -r r a b <<< "$(run "$mode")"
+        run "$mode"
+        read -r r a b < "$work/result"
         echo "round $round $mode: $r req/s, p50 ${a} us, p99 ${b} us"
         rps[$mode]+="$r "; p50[$mode]+="$a "; p99[$mode]+="$b "
     done
