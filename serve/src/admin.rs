@@ -12,9 +12,10 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::front::Handler;
 use crate::phase::{Phase, PhaseTx};
 use crate::reply::{Body, json, json_error};
-use crate::server::{Handler, ServeSettings, serve};
+use crate::server::{ServeSettings, serve};
 use crate::tls::Role;
 use crate::token::{AdminToken, Refusal};
 

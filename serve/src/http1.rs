@@ -10,12 +10,14 @@
 
 mod chunked;
 mod parse;
+mod refusal;
 mod response;
 #[cfg(test)]
 mod tests;
 
 use std::fmt::Display;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,12 +33,12 @@ use tokio::time::{Instant, Sleep};
 use self::chunked::{ChunkedDecoder, Decoded};
 use self::parse::{Framing, Head, MAX_HEAD_BYTES, parse_head};
 use self::response::{Asked, Shape, write_head};
-use crate::front::RequestError;
-use crate::server::Http1Connection;
 use crate::stream::Stream;
+use crate::tls::Identity;
 
 pub use self::chunked::ChunkError;
 pub use self::parse::HeadError;
+pub use self::refusal::RequestError;
 
 /// Response bytes held before they are written while a body still streams.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
@@ -68,6 +70,25 @@ pub struct Http1Limits {
     pub max_body_bytes: u64,
     /// Time a response body gets to yield its next part once started.
     pub stall_timeout: Duration,
+}
+
+/// An accepted HTTP/1.1 connection, for [`crate::Handler::take_http1`].
+#[derive(Debug)]
+pub struct Http1Connection {
+    pub stream: Stream,
+    pub peer: SocketAddr,
+    /// Who the client proved to be, on a TLS listener: put in each request's
+    /// extensions.
+    pub identity: Option<Arc<Identity>>,
+    /// Grows with each read or write that moves bytes: what tells a quiet
+    /// connection from a busy one when the listener is full (`open.rs`).
+    pub moved: Arc<AtomicU64>,
+    pub header_read_timeout: Duration,
+    /// Becomes true when the listener stops: finish the request in hand, close.
+    /// The listener's drain waits for the connection up to its deadline.
+    pub closing: watch::Receiver<bool>,
+    /// The listener's bounds on a request's body.
+    pub limits: Http1Limits,
 }
 
 /// Serves `conn` until its client closes it, a request asks to close it, it breaks

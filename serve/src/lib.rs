@@ -27,13 +27,13 @@ pub use admin::{AdminPlane, AdminRoutes};
 pub use body::{BodyError, content_length, read_bounded};
 pub use coalesce::Coalesce;
 pub use connect::Connector;
-pub use front::{Answer, RequestError};
-pub use http1::{ChunkError, HeadError, Http1Limits, Http1Service, serve_http1};
+pub use front::{Answer, Handler, Served};
+pub use http1::{
+    ChunkError, HeadError, Http1Connection, Http1Limits, Http1Service, RequestError, serve_http1,
+};
 use phase::{Phase, phase_channel};
 pub use reply::{Body, error_body, error_chain, json, json_bytes, json_error};
-pub use server::{
-    Accepting, Handler, Http1Connection, MAX_CONCURRENT_STREAMS, ServeSettings, Served, serve,
-};
+pub use server::{Accepting, MAX_CONCURRENT_STREAMS, ServeSettings, serve};
 use signal::serve_reloading;
 pub use signal::{announce, reload_on_sighup, reload_tls_on_sighup, shutdown_signal};
 pub use stream::Stream;

@@ -5,14 +5,11 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response};
+use http::Request;
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
@@ -23,8 +20,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::coalesce::Coalesce;
-use crate::front::{Front, read_whole};
-use crate::http1::{Http1Limits, serve_http1};
+use crate::front::{Handler, read_whole};
+use crate::http1::{Http1Connection, Http1Limits};
 use crate::idle::serve_until_quiet;
 use crate::open::Open;
 use crate::preface::{Opening, opening, tls_opening};
@@ -36,47 +33,6 @@ use crate::tls::{HandshakeError, Identity, Role, Tls, negotiated_h2};
 pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
-
-/// What a listener serves: one request in, read whole, one response out.
-pub trait Handler: Send + Sync + 'static {
-    type Body: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
-        + Send
-        + Unpin
-        + 'static;
-
-    fn handle(&self, req: Request<Bytes>) -> impl Future<Output = Response<Self::Body>> + Send;
-
-    /// Serves an HTTP/1.1 connection: by default with [`serve_http1`] through the
-    /// shared front (`front.rs`); the router serves its own to stream answers.
-    fn take_http1(self: Arc<Self>, conn: Http1Connection) -> Served
-    where
-        Self: Sized,
-    {
-        Box::pin(serve_http1(Arc::new(Front(self)), conn))
-    }
-}
-
-/// A connection served by a handler's own server, to its end.
-pub type Served = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// An accepted HTTP/1.1 connection, for [`Handler::take_http1`].
-#[derive(Debug)]
-pub struct Http1Connection {
-    pub stream: Stream,
-    pub peer: SocketAddr,
-    /// Who the client proved to be, on a TLS listener: put in each request's
-    /// extensions.
-    pub identity: Option<Arc<Identity>>,
-    /// Grows with each read or write that moves bytes: what tells a quiet
-    /// connection from a busy one when the listener is full (`open.rs`).
-    pub moved: Arc<AtomicU64>,
-    pub header_read_timeout: Duration,
-    /// Becomes true when the listener stops: finish the request in hand, close.
-    /// The listener's drain waits for the connection up to its deadline.
-    pub closing: watch::Receiver<bool>,
-    /// The listener's bounds on a request's body.
-    pub limits: Http1Limits,
-}
 
 /// Limits of one listener, from the deploy file's `timeouts` and `limits`.
 #[derive(Debug, Clone)]
