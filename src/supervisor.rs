@@ -226,7 +226,14 @@ pub async fn up(config: &Path) -> ExitCode {
                         config.display()
                     );
                 }
-                Err(why) => println!("ldc up: not reloaded: {why}"),
+                Err(why) => {
+                    // The children still re-read their certificates; the deploy
+                    // file they read is the last good one.
+                    reloaded.send_modify(|generation| *generation += 1);
+                    println!(
+                        "ldc up: not reloaded: {why}; sent SIGHUP to every child for its certificates"
+                    );
+                }
             }
         }
     };

@@ -338,7 +338,11 @@ async fn sighup_reloads_the_deploy_file_and_a_new_standby_takes_over() {
         .await;
     let victim = cluster.users_of("c2", 1).remove(0);
 
-    // A file that would move slots is refused, by `ldc up` and by every child.
+    // A file that would move slots is refused, by `ldc up` and by every child;
+    // the children still re-read their certificates.
+    let certificate_reloads =
+        |cluster: &Cluster| cluster.log_text().matches("certificates reloaded").count();
+    let before = certificate_reloads(&cluster);
     cluster.rewrite_deploy(|b| b.extra("[placement]\nvnodes_per_weight = 512\n"));
     cluster.signal_up(Signal::SIGHUP);
     let refused = cluster.next_event_matching("reloaded").await;
@@ -346,6 +350,14 @@ async fn sighup_reloads_the_deploy_file_and_a_new_standby_takes_over() {
         refused.contains("not reloaded") && refused.contains("slots would move"),
         "{refused}"
     );
+    let started = Instant::now();
+    while certificate_reloads(&cluster) < before + 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the three cells and the router did not re-read their certificates"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // Standbys for every cell (and a short startup grace) are taken.
     cluster.rewrite_deploy(|b| b.extra("[takeover]\nstartup_grace_ms = 200\n").standbys());
