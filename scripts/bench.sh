@@ -82,15 +82,6 @@ http {
 EOF
 }
 
-# CPU ticks (user+sys) of a process and its children.
-ticks() {
-    local total=0 pid
-    for pid in "$@"; do
-        [ -r "/proc/$pid/stat" ] || continue
-        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
-    done
-    echo "$total"
-}
 
 # One wrk run: prints "req/s p50_ms p99_ms proxy_cpu_us_per_request cells_cpu_us_per_request".
 run() { # $1 url, $2 script, $3.. pids whose CPU counts as the proxy's

@@ -64,7 +64,6 @@ for admin in 7502 ${baseline:+7512}; do
     done
 done
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 run() { # $1: pid, $2: url; prints "req/s p99_ms cpu_us_per_request"
     local before after

@@ -2,7 +2,8 @@
 # processes to stop, both cleaned up on exit however the script ends; and
 # `install_missing CMD PKG [CMD PKG ...]`, which installs from Debian the packages
 # whose command is missing; and `admin_token FILE`, which writes a random admin
-# token (mode 0600) for processes started without `ldc up`.
+# token (mode 0600) for processes started without `ldc up`; `ticks PID...`, the
+# CPU ticks (user+sys) the processes used so far.
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -27,4 +28,13 @@ install_missing() {
 admin_token() {
     mkdir -p "$(dirname "$1")"
     (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$1")
+}
+
+ticks() {
+    local total=0 pid
+    for pid in "$@"; do
+        [ -r "/proc/$pid/stat" ] || continue
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    done
+    echo "$total"
 }

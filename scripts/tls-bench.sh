@@ -3,8 +3,10 @@
 # plain (`insecure = true`), with mutual TLS to the cells (the default), and with
 # mutual TLS and an `[auth]` table (HS256 JWTs, one per user, verified once and
 # then cached), in alternating rounds of `wrk -t1 -c64 --latency` over the same
-# 1,000 users. Prints each round and the medians: req/s, p50, p99, and the
-# ratios of req/s (mTLS / plain, JWT / mTLS).
+# 1,000 users. Prints each round and the medians: req/s, p50, p99, the router's
+# CPU per request (user+sys), and the ratios of req/s and of router CPU per
+# request (mTLS / plain, JWT / mTLS). wrk shares the cores, and builds a longer
+# request in the JWT runs: the router's CPU per request is its own cost.
 #
 #   scripts/tls-bench.sh [ROUNDS] [SECONDS]   (defaults: 3 rounds of 5 s)
 #
@@ -46,7 +48,7 @@ with open(f"{work}/tokens.lua", "w") as f:
             '{Authorization = "Bearer " .. tokens[n + 1]})\nend\n')
 PY
 
-run() { # $1: plain | mtls | jwt; writes "req/s p50_us p99_us" to $work/result
+run() { # $1: plain | mtls | jwt; writes "req/s p50_us p99_us router_cpu_us" to $work/result
     ./target/release/ldc up --config "$work/$1.toml" > "$work/up.out" 2> "$work/up.err" < /dev/zero &
     local up=$!
     pids+=("$up")
@@ -54,8 +56,12 @@ run() { # $1: plain | mtls | jwt; writes "req/s p50_us p99_us" to $work/result
     grep -q "ldc up: ready" "$work/up.out" || { echo "ldc up did not start" >&2; cat "$work/up.err" >&2; exit 1; }
     local script="$work/users.lua"
     [ "$1" = jwt ] && script="$work/tokens.lua"
+    local router before after
+    router=$(sed -n 's/.*started router r1 pid=\([0-9]*\).*/\1/p' "$work/up.out")
     wrk -t1 -c64 -d1s -s "$script" http://127.0.0.1:7000 > /dev/null
+    before=$(ticks "$router")
     wrk -t1 -c64 -d"${seconds}s" --latency -s "$script" http://127.0.0.1:7000 > "$work/wrk.out"
+    after=$(ticks "$router")
     # Stopped, and its ports free, before the next deployment binds them.
     kill "$up"
     wait "$up" 2>/dev/null || true
@@ -65,29 +71,32 @@ run() { # $1: plain | mtls | jwt; writes "req/s p50_us p99_us" to $work/result
         cat "$work/wrk.out" >&2
         exit 1
     fi
-    awk '
+    awk -v cpu=$((after - before)) -v hz="$(getconf CLK_TCK)" '
         function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000; return v * 1e6 }
         /Requests\/sec/ { r = $2 }
+        /requests in/ { n = $1 }
         /^ +50%/ { p50 = us($2) }
         /^ +99%/ { p99 = us($2) }
-        END { printf "%.0f %.0f %.0f\n", r, p50, p99 }' "$work/wrk.out" > "$work/result"
+        END { printf "%.0f %.0f %.0f %.1f\n", r, p50, p99, cpu * 1e6 / hz / n }' "$work/wrk.out" > "$work/result"
 }
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-declare -A rps p50 p99
+declare -A rps p50 p99 cpu
 for round in $(seq 1 "$rounds"); do
     for mode in plain mtls jwt; do
         run "$mode"
-        read -r r a b < "$work/result"
-        echo "round $round $mode: $r req/s, p50 ${a} us, p99 ${b} us"
-        rps[$mode]+="$r "; p50[$mode]+="$a "; p99[$mode]+="$b "
+        read -r r a b c < "$work/result"
+        echo "round $round $mode: $r req/s, p50 ${a} us, p99 ${b} us, router ${c} us CPU/request"
+        rps[$mode]+="$r "; p50[$mode]+="$a "; p99[$mode]+="$b "; cpu[$mode]+="$c "
     done
 done
 for mode in plain mtls jwt; do
     # shellcheck disable=SC2086
-    echo "median $mode: $(median ${rps[$mode]}) req/s, p50 $(median ${p50[$mode]}) us, p99 $(median ${p99[$mode]}) us"
+    echo "median $mode: $(median ${rps[$mode]}) req/s, p50 $(median ${p50[$mode]}) us, p99 $(median ${p99[$mode]}) us, router $(median ${cpu[$mode]}) us CPU/request"
 done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 # shellcheck disable=SC2086
-m=$(median ${rps[mtls]}); p=$(median ${rps[plain]}); j=$(median ${rps[jwt]})
-echo "mTLS / plain req/s: $(awk -v a="$m" -v b="$p" 'BEGIN {printf "%.2f", a / b}')"
-echo "JWT / mTLS req/s: $(awk -v a="$j" -v b="$m" 'BEGIN {printf "%.2f", a / b}')"
+for pair in "mtls plain" "jwt mtls"; do
+    read -r a b <<< "$pair"
+    echo "$a / $b: req/s $(ratio "$(median ${rps[$a]})" "$(median ${rps[$b]})"), router CPU/request $(ratio "$(median ${cpu[$a]})" "$(median ${cpu[$b]})")"
+done
