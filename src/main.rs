@@ -330,11 +330,12 @@ async fn process(role: Role, args: ProcessArgs) -> ExitCode {
     };
     let reloads = reload_on_sighup(args.config.clone(), topology.clone());
     let shutdown = shutdown_signal(args.exit_on_stdin_eof);
-    let outcome = match (role, peer) {
-        (Role::Router, _) => ldc_router::run(topology, listener, admin, tls, reloads, shutdown)
+    // Cells, and only cells, have a peer listener.
+    let outcome = match peer {
+        None => ldc_router::run(topology, listener, admin, tls, reloads, shutdown)
             .await
             .map_err(|err| err.to_string()),
-        (Role::Cell, Some(peer)) => {
+        Some(peer) => {
             let listeners = ldc_cell::Listeners {
                 user: listener,
                 peer,
@@ -346,7 +347,6 @@ async fn process(role: Role, args: ProcessArgs) -> ExitCode {
                 .await
                 .map_err(|err| err.to_string())
         }
-        (Role::Cell, None) => Err("a cell needs its peer listener".to_owned()),
     };
     match outcome {
         Ok(()) => {
