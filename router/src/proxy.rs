@@ -258,6 +258,11 @@ impl Handler for Proxy {
         self.answer(req, Delivery::Whole)
     }
 
+    /// Counted with the answers given without a cell, as HTTP/1.1 refusals are.
+    fn refused(&self, method: &Method, status: StatusCode) {
+        self.local.observe(Some(method), status, 0.0);
+    }
+
     fn take_http1(self: Arc<Self>, conn: Http1Connection) -> Served {
         Box::pin(serve_http1(self, conn))
     }

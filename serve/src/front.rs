@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Either;
 use hyper::body::{Body as _, Incoming};
 
@@ -24,6 +24,13 @@ pub trait Handler: Send + Sync + 'static {
         + 'static;
 
     fn handle(&self, req: Request<Bytes>) -> impl Future<Output = Response<Self::Body>> + Send;
+
+    /// Told of each HTTP/2 request the front refused (its body could not be read
+    /// within the listener's bounds), with the status it was answered; for
+    /// metrics. HTTP/1.1 refusals go to the handler's own server, or nowhere.
+    fn refused(&self, method: &Method, status: StatusCode) {
+        let _ = (method, status);
+    }
 
     /// Serves an HTTP/1.1 connection: by default with [`serve_http1`] through the
     /// shared front (`front.rs`); the router serves its own to stream answers.

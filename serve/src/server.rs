@@ -156,7 +156,11 @@ pub async fn serve<H: Handler>(
                                 .handle(Request::from_parts(parts, body))
                                 .await
                                 .map(Either::Left),
-                            Err(error) => error.response().map(Either::Right),
+                            Err(error) => {
+                                let response = error.response();
+                                handler.refused(&parts.method, response.status());
+                                response.map(Either::Right)
+                            }
                         };
                         Ok::<_, Infallible>(answer)
                     }

@@ -146,3 +146,39 @@ async fn quiet_http2_clients_are_closed_and_their_requests_in_flight_answered() 
         .expect("a client that sent only the preface is closed within 5 s")
         .expect("read");
 }
+
+/// An HTTP/2 client's body over the bound is refused by the listener's front with
+/// the JSON 413 every listener gives, and the router counts it with its own
+/// answers.
+#[tokio::test]
+async fn an_http2_body_over_the_bound_is_refused_and_counted() {
+    let router = echo_router("[limits]\nmax_body_bytes = 1000\n").await;
+    let addr = router.url.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (client, conn) = h2::client::handshake(stream)
+        .await
+        .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    let request = Request::post(format!("{}/v1/users/a/deposits", router.url))
+        .body(())
+        .expect("request");
+    let mut client = client.ready().await.expect("stream");
+    let (response, mut body) = client.send_request(request, false).expect("send");
+    body.send_data(bytes::Bytes::from(vec![b'x'; 2000]), true)
+        .expect("body");
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("answered within 5 s")
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let metrics = HttpClient::new()
+        .get(&format!("{}/metrics", router.admin))
+        .await
+        .expect("metrics");
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains(r#"ldc_router_requests_total{cell="none",class="4xx",method="POST"} 1"#),
+        "{text}"
+    );
+}
