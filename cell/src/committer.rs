@@ -14,7 +14,7 @@ use prometheus::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ledger::{self, Reply, Write, keys};
-use crate::store::{Store, StoreError, Transaction};
+use crate::store::{Snapshot, Store, StoreError, Transaction};
 
 /// What a submitter gets back.
 pub type Answer = Result<Reply, StoreError>;
@@ -229,10 +229,11 @@ async fn commit<S: Store>(
     }
     .await;
     match applied {
-        Ok(replies) => {
-            txn.commit().await?;
-            Ok(replies)
-        }
+        Ok(replies) => match txn.commit().await {
+            Ok(()) => Ok(replies),
+            Err(StoreError::Conflict(cause)) => Err(StoreError::Conflict(cause)),
+            Err(lost) => resolve_outcome(store, batch, replies, lost).await,
+        },
         Err(err) => {
             if let Err(rollback) = txn.rollback().await {
                 tracing::warn!(cause = %rollback, "rollback after a failed batch failed");
@@ -240,6 +241,51 @@ async fn commit<S: Store>(
             Err(err)
         }
     }
+}
+
+/// A commit that failed other than by a conflict may still have been applied
+/// (TiKV: the primary was committed and its reply lost). Every request of a user
+/// batch has an outcome record after the batch commits (the batch writes the ones
+/// it does not replay, in the same transaction), so the records decide: all there,
+/// the batch committed and its replies stand; one missing, it did not, and the error
+/// stands. The batch is never applied again blindly. A batch with stock writes has
+/// no such witness and keeps the error, as does a failed read (`Undetermined`: the
+/// client's retry with the same request id is answered from the record).
+async fn resolve_outcome<S: Store>(
+    store: &S,
+    batch: &[Job],
+    replies: Vec<Reply>,
+    cause: StoreError,
+) -> Result<Vec<Reply>, StoreError> {
+    let outcome_keys: Vec<Vec<u8>> = batch
+        .iter()
+        .filter_map(|job| match &job.request {
+            Write::User(request) => Some(keys::request(
+                request.slot,
+                &request.user,
+                &request.request_id,
+            )),
+            Write::Stock(_) => None,
+        })
+        .collect();
+    if outcome_keys.len() < batch.len() {
+        return Err(cause);
+    }
+    let reported = cause.to_string();
+    let undetermined = |read: StoreError| {
+        StoreError::Undetermined(format!(
+            "{reported}; reading the outcome back failed: {read}"
+        ))
+    };
+    let mut snapshot = store.snapshot().await.map_err(undetermined)?;
+    for key in &outcome_keys {
+        if snapshot.get(key).await.map_err(undetermined)?.is_none() {
+            tracing::warn!(%cause, batch = batch.len(), "ledger commit failed and was not applied");
+            return Err(cause);
+        }
+    }
+    tracing::warn!(%cause, batch = batch.len(), "ledger commit reported a failure but was applied; answering from it");
+    Ok(replies)
 }
 
 #[cfg(test)]
@@ -279,6 +325,171 @@ mod tests {
         let (outcome, calls) = run(2, 10, Ok(7)).await;
         assert!(matches!(outcome, Err(StoreError::Conflict(_))));
         assert_eq!(calls, 3, "one attempt and two retries");
+    }
+
+    /// How [`Lossy`]'s commits fail.
+    #[derive(Debug, Clone, Copy)]
+    enum Loss {
+        /// Applied, then reported as failed (a lost reply).
+        Reply,
+        /// Not applied, and reported as failed.
+        Commit,
+    }
+
+    /// The embedded store with every commit failing as `loss` says.
+    #[derive(Debug, Clone)]
+    struct Lossy {
+        inner: crate::store::EmbeddedStore,
+        loss: Loss,
+    }
+
+    #[derive(Debug)]
+    struct LossyTxn {
+        inner: <crate::store::EmbeddedStore as Store>::Txn,
+        loss: Loss,
+    }
+
+    impl Store for Lossy {
+        type Txn = LossyTxn;
+        type Snapshot = <crate::store::EmbeddedStore as Store>::Snapshot;
+
+        async fn begin(&self) -> Result<LossyTxn, StoreError> {
+            Ok(LossyTxn {
+                inner: self.inner.begin().await?,
+                loss: self.loss,
+            })
+        }
+
+        async fn snapshot(&self) -> Result<Self::Snapshot, StoreError> {
+            self.inner.snapshot().await
+        }
+
+        async fn clock_ms(&self) -> Result<u64, StoreError> {
+            self.inner.clock_ms().await
+        }
+    }
+
+    impl Transaction for LossyTxn {
+        async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key).await
+        }
+
+        async fn get_for_update(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get_for_update(key).await
+        }
+
+        async fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), StoreError> {
+            self.inner.put(key, value).await
+        }
+
+        async fn delete(&mut self, key: Vec<u8>) -> Result<(), StoreError> {
+            self.inner.delete(key).await
+        }
+
+        async fn scan(
+            &mut self,
+            range: std::ops::Range<Vec<u8>>,
+            limit: usize,
+            order: crate::store::ScanOrder,
+        ) -> Result<crate::store::Pairs, StoreError> {
+            self.inner.scan(range, limit, order).await
+        }
+
+        async fn commit(self) -> Result<(), StoreError> {
+            match self.loss {
+                Loss::Reply => self.inner.commit().await?,
+                Loss::Commit => self.inner.rollback().await?,
+            }
+            Err(StoreError::Unavailable(
+                "the commit reply was lost".to_owned(),
+            ))
+        }
+
+        async fn rollback(self) -> Result<(), StoreError> {
+            self.inner.rollback().await
+        }
+    }
+
+    /// A committer over a fresh embedded store whose commits fail as `loss` says,
+    /// and the store itself (commits that work) for checking.
+    async fn lossy(dir: &std::path::Path, loss: Loss) -> (Committer, crate::store::EmbeddedStore) {
+        let store = crate::store::EmbeddedStore::open(dir).expect("open");
+        let mut txn = store.begin().await.expect("begin");
+        let epoch = ledger::claim(&mut txn, "c1", 1).await.expect("claim");
+        txn.commit().await.expect("commit");
+        let histogram = |name: &str| {
+            Histogram::with_opts(prometheus::HistogramOpts::new(name, name)).expect("histogram")
+        };
+        let settings = Settings {
+            conflict_retries: 0,
+            batch_max: 8,
+            batch_wait: Duration::ZERO,
+            queue_capacity: 8,
+        };
+        let metrics = CommitMetrics {
+            commit_seconds: histogram("commit_seconds"),
+            batch_size: histogram("batch_size"),
+        };
+        let fence = Fence {
+            owner: "c1".to_owned(),
+            epoch,
+        };
+        let lossy = Lossy {
+            inner: store.clone(),
+            loss,
+        };
+        let (committer, _stopped) =
+            Committer::start(lossy, settings, metrics, fence, Arc::new(|_, _| {})).expect("start");
+        (committer, store)
+    }
+
+    fn deposit(request_id: &str) -> ledger::Request {
+        ledger::Request {
+            user: "amy".to_owned(),
+            slot: 7,
+            request_id: request_id.to_owned(),
+            command: ledger::Command::Deposit { amount: 500 },
+        }
+    }
+
+    async fn balance(store: &crate::store::EmbeddedStore) -> i64 {
+        let mut snapshot = store.snapshot().await.expect("snapshot");
+        ledger::balance(&mut snapshot, 7, "amy")
+            .await
+            .expect("balance")
+    }
+
+    #[tokio::test]
+    async fn a_commit_whose_reply_was_lost_is_answered_from_its_outcome_records() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (committer, store) = lossy(dir.path(), Loss::Reply).await;
+        let reply = committer
+            .submit(deposit("d1"))
+            .await
+            .expect("queued")
+            .expect("the applied batch is confirmed, not failed");
+        assert_eq!(reply.status, http::StatusCode::CREATED);
+        assert!(reply.applied);
+        let replay = committer
+            .submit(deposit("d1"))
+            .await
+            .expect("queued")
+            .expect("a replay");
+        assert_eq!(replay.body, reply.body, "the replay answers the same");
+        assert!(!replay.applied);
+        assert_eq!(balance(&store).await, 500, "applied exactly once");
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_failed_unapplied_keeps_its_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (committer, store) = lossy(dir.path(), Loss::Commit).await;
+        let failed = committer.submit(deposit("d1")).await.expect("queued");
+        assert!(
+            matches!(failed, Err(StoreError::Unavailable(_))),
+            "{failed:?}"
+        );
+        assert_eq!(balance(&store).await, 0, "nothing was applied");
     }
 
     #[tokio::test]

@@ -1,8 +1,11 @@
 //! The conformance suite every [`Store`] backend must pass, written once: the
-//! embedded backend runs it in `cargo test`, the TiKV backend whenever `PD_ADDRS`
-//! names a cluster. Each check panics with a message saying what broke.
+//! embedded backend and the TiKV backend (against testkv, the PD + TiKV test
+//! server, in each commit mode) run it in `cargo test`. Each check panics with a
+//! message saying what broke. The concurrency checks at the end are what a store
+//! without isolation fails: `cell/tests/tikv.rs` shows that testkv with locking
+//! switched off does.
 
-use super::{ScanOrder, Snapshot, Store, Transaction, prefix_range};
+use super::{ScanOrder, Snapshot, Store, StoreError, Transaction, prefix_range};
 
 fn key(prefix: &[u8], n: u8) -> Vec<u8> {
     let mut key = prefix.to_vec();
@@ -19,6 +22,10 @@ pub async fn run<S: Store>(store: &S, prefix: &[u8]) {
     snapshots_do_not_see_later_commits(store, prefix).await;
     deletes_remove_keys(store, prefix).await;
     reads_after_a_read_ahead_see_the_store_and_own_writes(store, prefix).await;
+    concurrent_writers_of_a_key_conflict(store, prefix).await;
+    a_protected_read_conflicts_with_a_later_write(store, prefix).await;
+    transactions_read_at_their_start_and_never_dirty(store, prefix).await;
+    concurrent_increments_lose_no_update(store, prefix).await;
 }
 
 async fn commit_makes_writes_visible<S: Store>(store: &S, prefix: &[u8]) {
@@ -211,4 +218,132 @@ async fn reads_after_a_read_ahead_see_the_store_and_own_writes<S: Store>(store: 
         "a deleted key is gone"
     );
     txn.rollback().await.expect("rollback");
+}
+
+/// Commits `value` at `k` in a transaction of its own.
+async fn committed<S: Store>(store: &S, k: &[u8], value: &[u8]) {
+    let mut txn = store.begin().await.expect("begin");
+    txn.put(k.to_vec(), value.to_vec()).await.expect("put");
+    txn.commit().await.expect("commit");
+}
+
+async fn read_now<S: Store>(store: &S, k: &[u8]) -> Option<Vec<u8>> {
+    let mut snapshot = store.snapshot().await.expect("snapshot");
+    snapshot.get(k).await.expect("get")
+}
+
+async fn concurrent_writers_of_a_key_conflict<S: Store>(store: &S, prefix: &[u8]) {
+    let k = key(prefix, 30);
+    committed(store, &k, b"0").await;
+    let mut first = store.begin().await.expect("begin");
+    let mut second = store.begin().await.expect("begin");
+    for txn in [&mut first, &mut second] {
+        let seen = txn.get_for_update(&k).await.expect("get_for_update");
+        assert_eq!(
+            seen.as_deref(),
+            Some(&b"0"[..]),
+            "both read the committed value"
+        );
+    }
+    first.put(k.clone(), b"first".to_vec()).await.expect("put");
+    second
+        .put(k.clone(), b"second".to_vec())
+        .await
+        .expect("put");
+    first.commit().await.expect("the first writer commits");
+    let late = second.commit().await;
+    assert!(
+        matches!(late, Err(StoreError::Conflict(_))),
+        "a second writer of a key read before the first committed must conflict, got {late:?}"
+    );
+    assert_eq!(
+        read_now(store, &k).await.as_deref(),
+        Some(&b"first"[..]),
+        "the conflicting writer left nothing"
+    );
+}
+
+async fn a_protected_read_conflicts_with_a_later_write<S: Store>(store: &S, prefix: &[u8]) {
+    let (read, written) = (key(prefix, 31), key(prefix, 32));
+    committed(store, &read, b"before").await;
+    let mut reader = store.begin().await.expect("begin");
+    reader.get_for_update(&read).await.expect("get_for_update");
+    reader
+        .put(written.clone(), b"derived".to_vec())
+        .await
+        .expect("put");
+    committed(store, &read, b"changed").await;
+    let outcome = reader.commit().await;
+    assert!(
+        matches!(outcome, Err(StoreError::Conflict(_))),
+        "a write derived from a protected read that changed meanwhile must conflict, got {outcome:?}"
+    );
+    assert_eq!(
+        read_now(store, &written).await,
+        None,
+        "the conflicting transaction wrote nothing"
+    );
+}
+
+async fn transactions_read_at_their_start_and_never_dirty<S: Store>(store: &S, prefix: &[u8]) {
+    let k = key(prefix, 33);
+    let mut writer = store.begin().await.expect("begin");
+    writer.put(k.clone(), b"dirty".to_vec()).await.expect("put");
+    let mut reader = store.begin().await.expect("begin");
+    assert_eq!(
+        reader.get(&k).await.expect("get"),
+        None,
+        "an uncommitted write is invisible to another transaction"
+    );
+    assert_eq!(read_now(store, &k).await, None, "and to a snapshot");
+    writer.commit().await.expect("commit");
+    assert_eq!(
+        reader.get(&k).await.expect("get"),
+        None,
+        "a transaction keeps reading as of its start"
+    );
+    reader.rollback().await.expect("rollback");
+    assert_eq!(
+        read_now(store, &k).await.as_deref(),
+        Some(&b"dirty"[..]),
+        "once committed, the write is visible"
+    );
+}
+
+async fn concurrent_increments_lose_no_update<S: Store>(store: &S, prefix: &[u8]) {
+    const WRITERS: u64 = 4;
+    let k = key(prefix, 34);
+    committed(store, &k, &0u64.to_be_bytes()).await;
+    let mut txns = Vec::new();
+    for _ in 0..WRITERS {
+        let mut txn = store.begin().await.expect("begin");
+        let bytes = txn
+            .get_for_update(&k)
+            .await
+            .expect("get_for_update")
+            .expect("the counter exists");
+        let value = u64::from_be_bytes(bytes.try_into().expect("8 bytes"));
+        txn.put(k.clone(), (value + 1).to_be_bytes().to_vec())
+            .await
+            .expect("put");
+        txns.push(txn);
+    }
+    let mut committed_count = 0u64;
+    for txn in txns {
+        match txn.commit().await {
+            Ok(()) => committed_count += 1,
+            Err(StoreError::Conflict(_)) => {}
+            Err(other) => panic!("an increment failed with {other:?}, not a conflict"),
+        }
+    }
+    let bytes = read_now(store, &k).await.expect("the counter exists");
+    let value = u64::from_be_bytes(bytes.try_into().expect("8 bytes"));
+    assert_eq!(
+        value, committed_count,
+        "every committed increment counts once: no update is lost"
+    );
+    assert_eq!(
+        committed_count, 1,
+        "increments that all read the same value: exactly one may commit"
+    );
 }
