@@ -337,8 +337,9 @@ impl Default for LedgerConf {
     }
 }
 
-/// How a TiKV transaction commits. Every variant is as durable as the others; they
-/// differ in round trips before the commit is acknowledged.
+/// How a TiKV transaction commits. They differ in round trips before the commit is
+/// acknowledged, and in what a reader can settle after the writer dies
+/// (docs/operations.md, "Commit modes").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TikvCommit {
@@ -346,7 +347,8 @@ pub enum TikvCommit {
     #[default]
     TwoPhase,
     /// Acknowledged once every prewrite succeeded; the commit finishes in the
-    /// background (TiKV's async commit).
+    /// background (TiKV's async commit). Refused by validation: with tikv-client
+    /// 0.4, readers cannot settle a dead writer's async-commit locks.
     Async,
     /// One round trip when every key is in one region (a cell's batch usually is);
     /// falls back to two phases otherwise.

@@ -173,7 +173,18 @@ impl Checker {
             }
             _ => {}
         }
-        if d.ledger.backend == LedgerBackend::Embedded && d.ledger.commit != TikvCommit::default() {
+        if d.ledger.commit == TikvCommit::Async {
+            self.problem(
+                "ledger.commit",
+                "\"async\" is refused: an async commit is acknowledged before any key is \
+                 committed, and when its writer dies no reader settles its locks (tikv-client 0.4 \
+                 never checks the secondaries; TiKV never rolls such a lock back), so a killed \
+                 cell's acknowledged writes stay unreadable; use \"two_phase\" or \"one_pc\" \
+                 (docs/operations.md, \"Commit modes\")",
+            );
+        } else if d.ledger.backend == LedgerBackend::Embedded
+            && d.ledger.commit != TikvCommit::default()
+        {
             self.problem("ledger.commit", "only used with backend = \"tikv\"");
         }
         for (i, endpoint) in d.ledger.pd_endpoints.iter().enumerate() {

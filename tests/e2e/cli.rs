@@ -105,6 +105,11 @@ fn bad_deploy_files_exit_64_naming_the_file_and_key() {
             "ledger.commit",
         ),
         (
+            "async.toml",
+            "[ledger]\nbackend = \"tikv\"\npd_endpoints = [\"127.0.0.1:2379\"]\ncommit = \"async\"\n[[regions]]\nid = \"r\"\n[[cells]]\nid = \"a\"\nregion = \"r\"\nlisten = \"127.0.0.1:1\"\nadmin = \"127.0.0.1:2\"\n",
+            "ledger.commit",
+        ),
+        (
             "override.toml",
             "[[regions]]\nid = \"r\"\n[[cells]]\nid = \"a\"\nregion = \"r\"\nlisten = \"127.0.0.1:1\"\nadmin = \"127.0.0.1:2\"\n[[overrides]]\nfrom = 1\ncell = \"zz\"\n",
             "overrides[0].cell",

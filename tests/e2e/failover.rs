@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{Cluster, EVENT_TIMEOUT};
+use crate::support::{Cluster, ClusterBuilder, EVENT_TIMEOUT};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use ldc::client::HttpClient;
@@ -186,8 +186,16 @@ fn millis(d: Duration) -> u128 {
 
 #[tokio::test]
 async fn a_killed_cells_users_move_to_its_standby_and_back_losing_nothing() {
+    a_killed_cells_users_move_to_its_standby_and_back_losing_nothing_on(Cluster::builder()).await;
+}
+
+/// The test above on the cluster `builder` makes (the TiKV backend's run is
+/// in `tikv.rs`).
+pub async fn a_killed_cells_users_move_to_its_standby_and_back_losing_nothing_on(
+    builder: ClusterBuilder,
+) {
     // The restart backoff leaves the standby time to take over before c2 returns.
-    let mut cluster = Cluster::builder()
+    let mut cluster = builder
         .cells(3)
         .standbys()
         .restart_backoff_ms(1_500)

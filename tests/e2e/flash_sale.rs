@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::support::Cluster;
+use crate::support::{Cluster, ClusterBuilder};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use ldc::client::HttpClient;
@@ -49,7 +49,13 @@ async fn retry(cluster: &Cluster, attempt: &Attempt) -> Attempt {
 
 #[tokio::test]
 async fn thousands_of_concurrent_orders_sell_exactly_the_stock() {
-    let cluster = Cluster::builder().cells(3).extra(&item(60)).spawn().await;
+    thousands_of_concurrent_orders_sell_exactly_the_stock_on(Cluster::builder()).await;
+}
+
+/// The test above on the cluster `builder` makes (the TiKV backend's run is
+/// in `tikv.rs`).
+pub async fn thousands_of_concurrent_orders_sell_exactly_the_stock_on(builder: ClusterBuilder) {
+    let cluster = builder.cells(3).extra(&item(60)).spawn().await;
     let users: Vec<String> = ["c1", "c2", "c3"]
         .iter()
         .flat_map(|c| cluster.users_of(c, 60))
@@ -103,7 +109,18 @@ async fn thousands_of_concurrent_orders_sell_exactly_the_stock() {
 
 #[tokio::test]
 async fn a_cell_killed_under_orders_loses_nothing_acknowledged_and_applies_nothing_twice() {
-    let mut cluster = Cluster::builder()
+    a_cell_killed_under_orders_loses_nothing_acknowledged_and_applies_nothing_twice_on(
+        Cluster::builder(),
+    )
+    .await;
+}
+
+/// The test above on the cluster `builder` makes (the TiKV backend's run is
+/// in `tikv.rs`).
+pub async fn a_cell_killed_under_orders_loses_nothing_acknowledged_and_applies_nothing_twice_on(
+    builder: ClusterBuilder,
+) {
+    let mut cluster = builder
         .cells(3)
         .restart_backoff_ms(300)
         .extra(&item(30_000))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::Cluster;
+use crate::support::{Cluster, ClusterBuilder};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use ldc::client::HttpClient;
@@ -40,7 +40,18 @@ async fn admin(cluster: &Cluster, method: Method, path: &str, body: Value) -> (S
 
 #[tokio::test]
 async fn leased_stock_sells_exactly_once_across_kills_of_a_cell_and_the_global_zone_host() {
-    let mut cluster = Cluster::builder()
+    leased_stock_sells_exactly_once_across_kills_of_a_cell_and_the_global_zone_host_on(
+        Cluster::builder(),
+    )
+    .await;
+}
+
+/// The test above on the cluster `builder` makes (the TiKV backend's run is
+/// in `tikv.rs`).
+pub async fn leased_stock_sells_exactly_once_across_kills_of_a_cell_and_the_global_zone_host_on(
+    builder: ClusterBuilder,
+) {
+    let mut cluster = builder
         .cells(4)
         .standbys()
         .restart_backoff_ms(300)

@@ -1,7 +1,7 @@
 //! End-to-end: accounts, transfers and orders through the router against a real
 //! cluster, including the answers to bad input and to retried request ids.
 
-use crate::support::Cluster;
+use crate::support::{Cluster, ClusterBuilder};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use ldc::client::Reply;
@@ -25,7 +25,13 @@ async fn get(cluster: &Cluster, path: &str) -> Reply {
 
 #[tokio::test]
 async fn deposits_transfers_and_orders_keep_the_books() {
-    let cluster = Cluster::builder().cells(2).extra(ITEMS).spawn().await;
+    deposits_transfers_and_orders_keep_the_books_on(Cluster::builder()).await;
+}
+
+/// The test above on the cluster `builder` makes (the TiKV backend's run is
+/// in `tikv.rs`).
+pub async fn deposits_transfers_and_orders_keep_the_books_on(builder: ClusterBuilder) {
+    let cluster = builder.cells(2).extra(ITEMS).spawn().await;
     let [amy, bob] = <[String; 2]>::try_from(cluster.users_of("c1", 2)).expect("two users");
     let far = &cluster.users_of("c2", 1)[0];
 

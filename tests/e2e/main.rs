@@ -14,3 +14,5 @@ mod rotation;
 mod router;
 mod security;
 mod support;
+#[cfg(feature = "tikv")]
+mod tikv;

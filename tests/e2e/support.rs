@@ -37,6 +37,8 @@ pub struct ClusterBuilder {
     restart_backoff_ms: u64,
     standbys: bool,
     extra: String,
+    /// The `[ledger]` and `[takeover]` tables: empty for the embedded default.
+    ledger: String,
     /// A deploy file to run instead of one made from the fields above.
     file: Option<String>,
 }
@@ -65,6 +67,23 @@ impl ClusterBuilder {
         self
     }
 
+    /// Cells keep their ledgers in `kv` (the TiKV backend over testkv), and hand
+    /// shards over through holds with a short lease, so a takeover takes a fraction of
+    /// a second as with the embedded store's file locks.
+    #[cfg(feature = "tikv")]
+    pub fn tikv(mut self, kv: &testkv::TestKv) -> Self {
+        let endpoints: Vec<String> = kv
+            .pd_endpoints()
+            .iter()
+            .map(|e| format!("\"{e}\""))
+            .collect();
+        self.ledger = format!(
+            "[ledger]\nbackend = \"tikv\"\npd_endpoints = [{}]\n[takeover]\nlease_ms = 600\npoll_ms = 100\n",
+            endpoints.join(", ")
+        );
+        self
+    }
+
     /// Runs `text`, a deploy file such as `config/local.toml`, instead of one made
     /// from the builder: every listener on port 0 and `data_dir` in the test's
     /// temporary directory, the rest as written.
@@ -79,9 +98,10 @@ impl ClusterBuilder {
             return on_free_ports(text, data);
         }
         let mut text = format!(
-            "name = \"test\"\ndata_dir = \"{}\"\n{}\n[supervisor]\nrestart_backoff_initial_ms = {}\nrestart_backoff_max_ms = {}\n\n[[regions]]\nid = \"local\"\n",
+            "name = \"test\"\ndata_dir = \"{}\"\n{}\n{}\n[supervisor]\nrestart_backoff_initial_ms = {}\nrestart_backoff_max_ms = {}\n\n[[regions]]\nid = \"local\"\n",
             data.display(),
             self.extra,
+            self.ledger,
             self.restart_backoff_ms,
             self.restart_backoff_ms.max(10_000),
         );
@@ -173,6 +193,7 @@ impl Cluster {
             restart_backoff_ms: 200,
             standbys: false,
             extra: String::new(),
+            ledger: String::new(),
             file: None,
         }
     }

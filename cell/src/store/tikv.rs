@@ -304,12 +304,21 @@ impl Transaction for TikvTxn {
     }
 
     async fn commit(mut self) -> Result<(), StoreError> {
-        let committed = bounded(self.timeout, self.txn.commit()).await;
-        if committed.is_err() {
-            // Best effort: release our locks now rather than when their TTL runs out.
-            let _ = bounded(self.timeout, self.txn.rollback()).await;
+        match bounded(self.timeout, self.txn.commit()).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::Conflict(cause)) => {
+                // A conflict means the primary was not committed, so nothing was:
+                // release the locks now rather than when their TTL runs out.
+                let _ = bounded(self.timeout, self.txn.rollback()).await;
+                Err(StoreError::Conflict(cause))
+            }
+            // Any other failure may have come after the primary's commit was applied
+            // (a lost reply: the client cannot tell). Rolling back now would remove
+            // the secondaries of a committed transaction, so the locks are left for
+            // readers to settle through the primary, and the caller settles the
+            // outcome by reading it back.
+            Err(other) => Err(StoreError::Undetermined(other.to_string())),
         }
-        committed.map(drop)
     }
 
     async fn rollback(mut self) -> Result<(), StoreError> {
