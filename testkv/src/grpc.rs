@@ -9,7 +9,10 @@ use futures::Stream;
 use tonic::body::BoxBody;
 use tonic::codec::ProstCodec;
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status, Streaming};
+
+use crate::Shared;
 
 /// What a service answers an HTTP/2 request with.
 pub type Reply = BoxFuture<http::Response<BoxBody>, Infallible>;
@@ -90,8 +93,58 @@ where
     })
 }
 
-/// The answer to a method the server does not serve.
-pub fn unimplemented(path: &str) -> Reply {
-    let status = Status::unimplemented(format!("testkv does not serve {path}"));
-    Box::pin(async move { Ok(status.to_http()) })
+/// A gRPC service's methods by name.
+pub trait Methods: Clone + Send + 'static {
+    /// The service's full name, as in `/<NAME>/<method>` paths.
+    const NAME: &'static str;
+
+    fn shared(&self) -> &Shared;
+
+    /// The reply to `method`, or None when the service has no such method.
+    fn route<B>(&self, method: &str, request: http::Request<B>) -> Option<Reply>
+    where
+        B: Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static;
+}
+
+/// A service as tonic serves it: the path routed to its methods, every call
+/// counted, and a method it lacks answered `Unimplemented` and recorded.
+#[derive(Debug, Clone)]
+pub struct Routed<T>(pub T);
+
+impl<T: Methods> NamedService for Routed<T> {
+    const NAME: &'static str = T::NAME;
+}
+
+impl<T, B> Service<http::Request<B>> for Routed<T>
+where
+    T: Methods,
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<BoxBody>;
+    type Error = Infallible;
+    type Future = Reply;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Reply {
+        let path = request.uri().path().to_owned();
+        let method = path
+            .strip_prefix('/')
+            .and_then(|rest| rest.strip_prefix(T::NAME))
+            .and_then(|rest| rest.strip_prefix('/'))
+            .unwrap_or_default();
+        self.0.shared().count(method);
+        match self.0.route(method, request) {
+            Some(reply) => reply,
+            None => {
+                self.0.shared().unserved(&path);
+                let status = Status::unimplemented(format!("testkv does not serve {path}"));
+                Box::pin(async move { Ok(status.to_http()) })
+            }
+        }
+    }
 }

@@ -341,12 +341,12 @@ impl TestKv {
             let mut builder = tonic::transport::Server::builder();
             let task = if index == 0 {
                 let server = builder
-                    .add_service(pd::Pd::new(shared.clone()))
+                    .add_service(grpc::Routed(pd::Pd::new(shared.clone())))
                     .serve_with_incoming(connections);
                 tokio::spawn(logged(server))
             } else {
                 let server = builder
-                    .add_service(tikv::Tikv::new(shared.clone(), index as u64))
+                    .add_service(grpc::Routed(tikv::Tikv::new(shared.clone(), index as u64)))
                     .serve_with_incoming(connections);
                 tokio::spawn(logged(server))
             };

@@ -1,18 +1,14 @@
 //! PD's gRPC service: one member (itself), the TSO stream, region and store
 //! lookups.
 
-use std::convert::Infallible;
 use std::future::ready;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use futures::StreamExt as _;
 use tonic::Status;
-use tonic::body::BoxBody;
-use tonic::codegen::{Body, Service, StdError, http};
-use tonic::server::NamedService;
+use tonic::codegen::{Body, StdError, http};
 
-use crate::grpc::{Reply, streaming, unary, unimplemented};
+use crate::grpc::{Methods, Reply, streaming, unary};
 use crate::proto::meta::Store;
 use crate::proto::pd::{
     GetAllStoresRequest, GetAllStoresResponse, GetMembersRequest, GetMembersResponse,
@@ -37,10 +33,6 @@ impl Pd {
     pub fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
-}
-
-impl NamedService for Pd {
-    const NAME: &'static str = "pdpb.PD";
 }
 
 impl Shared {
@@ -108,25 +100,20 @@ impl Shared {
     }
 }
 
-impl<B> Service<http::Request<B>> for Pd
-where
-    B: Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<BoxBody>;
-    type Error = Infallible;
-    type Future = Reply;
+impl Methods for Pd {
+    const NAME: &'static str = "pdpb.PD";
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+    fn shared(&self) -> &Shared {
+        &self.shared
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Reply {
-        let path = request.uri().path().to_owned();
-        let method = path.strip_prefix("/pdpb.PD/").unwrap_or_default();
-        self.shared.count(method);
+    fn route<B>(&self, method: &str, request: http::Request<B>) -> Option<Reply>
+    where
+        B: Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
         let shared = self.shared.clone();
-        match method {
+        Some(match method {
             "GetMembers" => unary(request, move |_: GetMembersRequest| {
                 ready(Ok(shared.members()))
             }),
@@ -158,10 +145,7 @@ where
                     stores,
                 }))
             }),
-            _ => {
-                self.shared.unserved(&path);
-                unimplemented(&path)
-            }
-        }
+            _ => return None,
+        })
     }
 }

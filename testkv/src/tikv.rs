@@ -2,16 +2,12 @@
 //! regions (the store must lead the region, at the epoch the client names, and
 //! the keys must lie in it), faults are applied, then the MVCC rules run.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 
 use tonic::Status;
-use tonic::body::BoxBody;
-use tonic::codegen::{Body, Service, StdError, http};
-use tonic::server::NamedService;
+use tonic::codegen::{Body, StdError, http};
 
-use crate::grpc::{Reply, unary, unimplemented};
+use crate::grpc::{Methods, Reply, unary};
 use crate::mvcc::{
     self, CheckTxnStatus, LockKind, Mvcc, Op, PrewriteOutcome, RollbackAction, TxnStatus,
 };
@@ -36,10 +32,6 @@ impl Tikv {
     pub fn new(shared: Arc<Shared>, store: u64) -> Self {
         Self { shared, store }
     }
-}
-
-impl NamedService for Tikv {
-    const NAME: &'static str = "tikvpb.Tikv";
 }
 
 /// A reply that can carry a region error instead of its result.
@@ -521,32 +513,24 @@ impl Tikv {
     }
 }
 
-impl<B> Service<http::Request<B>> for Tikv
-where
-    B: Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<BoxBody>;
-    type Error = Infallible;
-    type Future = Reply;
+impl Methods for Tikv {
+    const NAME: &'static str = "tikvpb.Tikv";
 
-    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+    fn shared(&self) -> &Shared {
+        &self.shared
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Reply {
-        let path = request.uri().path().to_owned();
-        let method = path.strip_prefix("/tikvpb.Tikv/").unwrap_or_default();
-        self.shared.count(method);
+    fn route<B>(&self, method: &str, request: http::Request<B>) -> Option<Reply>
+    where
+        B: Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
         let store = self.clone();
         macro_rules! route {
             ($($name:literal => $handler:ident),* $(,)?) => {
                 match method {
-                    $($name => unary(request, move |message| store.clone().$handler(message)),)*
-                    _ => {
-                        self.shared.unserved(&path);
-                        unimplemented(&path)
-                    }
+                    $($name => Some(unary(request, move |message| store.clone().$handler(message))),)*
+                    _ => None,
                 }
             };
         }

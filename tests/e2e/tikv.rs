@@ -5,6 +5,8 @@
 //! the embedded store; a commit whose replies are lost is the TiKV-only case. (The
 //! chaos runs on testkv are in `tests/chaos.rs`, which has the host to itself.)
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -72,12 +74,15 @@ async fn leased_stock_sells_exactly_once_on_tikv() {
 }
 
 /// The standby is another process with no access to the killed cell's data
-/// directory: it takes the shard over through the holds in TiKV.
+/// directory: it takes the shard over through the holds in TiKV. (The hold's
+/// lease runs out before the standby may claim, so c2 comes back later than on
+/// the embedded store.)
 #[tokio::test]
 async fn a_killed_cells_standby_takes_over_through_tikv() {
     let kv = testkv().await;
     failover::a_killed_cells_users_move_to_its_standby_and_back_losing_nothing_on(
-        Cluster::builder().tikv(&kv),
+        Cluster::builder().tikv(&kv).restart_backoff_ms(5_000),
+        Duration::from_secs(4),
     )
     .await;
     served_everything(&kv);
@@ -133,9 +138,10 @@ async fn an_order_whose_commit_reply_was_lost_is_confirmed_exactly_once() {
         .get("fault.drop_commit_reply")
         .copied()
         .unwrap_or(0);
+    // Every reply was lost, so the 201 came from the outcome record.
     assert!(
-        dropped > 1,
-        "the order's commit and the client's resends all lost their replies: {dropped}"
+        dropped >= 1,
+        "the order's commit lost its reply (as did any resend): {dropped}"
     );
     let (status, replay) = post(&cluster, &path, order).await;
     assert_eq!(status, StatusCode::CREATED);

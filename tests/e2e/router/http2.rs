@@ -8,7 +8,7 @@ use super::*;
 /// first, so other clients' requests still go through.
 #[tokio::test]
 async fn an_http2_client_that_reads_nothing_does_not_hold_the_cells_streams() {
-    let router = echo_router("[timeouts]\nrequest_timeout_ms = 400\n").await;
+    let router = echo_router("[timeouts]\nrequest_timeout_ms = 2000\n").await;
     let addr = router.url.trim_start_matches("http://");
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (client, conn) = h2::client::Builder::new()
