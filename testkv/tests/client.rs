@@ -173,6 +173,37 @@ async fn region_errors_and_splits_are_retried_by_the_client() {
     }
 }
 
+/// A commit that takes long keeps its primary lock alive: the client's heartbeat
+/// raises the lock's TTL while the commit waits.
+#[tokio::test]
+async fn a_slow_commit_keeps_its_lock_alive_with_heartbeats() {
+    let kv = TestKv::start(two_stores()).await.expect("testkv starts");
+    let client = client(&kv).await;
+    kv.faults().latency("KvCommit", Duration::from_millis(600));
+    let options = TransactionOptions::new_optimistic().heartbeat_option(
+        tikv_client::transaction::HeartbeatOption::FixedTime(Duration::from_millis(50)),
+    );
+    let mut txn = client.begin_with_options(options).await.expect("begin");
+    txn.put("apple".to_owned(), "1".to_owned())
+        .await
+        .expect("put");
+    let commit = tokio::spawn(async move { txn.commit().await });
+    let raised = loop {
+        let ttl = kv.locks().iter().map(|lock| lock.ttl).max().unwrap_or(0);
+        if ttl > 3_000 || commit.is_finished() {
+            break ttl;
+        }
+        tokio::task::yield_now().await;
+    };
+    commit.await.expect("commit task").expect("commit");
+    assert!(
+        raised > 3_000,
+        "the heartbeat raised the TTL past the first 3 s: {raised}"
+    );
+    assert!(kv.counters().get("KvTxnHeartBeat").copied().unwrap_or(0) > 0);
+    assert_eq!(read(&client, "apple").await.as_deref(), Some(&b"1"[..]));
+}
+
 /// The client does not retry `ServerIsBusy`: it surfaces as an error.
 #[tokio::test]
 async fn server_is_busy_reaches_the_caller() {
