@@ -164,9 +164,10 @@ impl Faults {
         let mut state = self.state();
         let wanted = match &state.drop_filter {
             None => true,
+            Some(part) if part.is_empty() => true,
             Some(part) => keys
                 .iter()
-                .any(|key| key.windows(part.len().max(1)).any(|w| w == part.as_slice())),
+                .any(|key| key.windows(part.len()).any(|w| w == part.as_slice())),
         };
         if state.drop_commits == 0 || !wanted {
             return false;

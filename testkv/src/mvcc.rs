@@ -360,9 +360,13 @@ impl Mvcc {
             return;
         }
         if let Some(log) = self.log.as_mut() {
-            let mut line = serde_json::to_vec(&changes).unwrap_or_default();
-            line.push(b'\n');
-            if let Err(err) = log.write_all(&line) {
+            let written = serde_json::to_vec(&changes)
+                .map_err(std::io::Error::from)
+                .and_then(|mut line| {
+                    line.push(b'\n');
+                    log.write_all(&line)
+                });
+            if let Err(err) = written {
                 tracing::error!(%err, "testkv: writing the MVCC log failed; the state is no longer durable");
             }
         }

@@ -36,11 +36,16 @@ async fn put_all(client: &TransactionClient, pairs: &[(&str, &str)]) {
     txn.commit().await.expect("commit");
 }
 
-async fn read(client: &TransactionClient, key: &str) -> Option<Vec<u8>> {
-    let mut snapshot = client.snapshot(
+/// A read-only snapshot at the current timestamp.
+async fn snapshot(client: &TransactionClient) -> tikv_client::Snapshot {
+    client.snapshot(
         client.current_timestamp().await.expect("ts"),
         TransactionOptions::new_optimistic().read_only(),
-    );
+    )
+}
+
+async fn read(client: &TransactionClient, key: &str) -> Option<Vec<u8>> {
+    let mut snapshot = snapshot(client).await;
     snapshot.get(key.to_string()).await.expect("get")
 }
 
@@ -51,10 +56,7 @@ async fn transactions_span_regions_on_two_stores() {
     put_all(&client, &[("apple", "1"), ("melon", "2"), ("zebra", "3")]).await;
     assert_eq!(read(&client, "zebra").await.as_deref(), Some(&b"3"[..]));
 
-    let mut snapshot = client.snapshot(
-        client.current_timestamp().await.expect("ts"),
-        TransactionOptions::new_optimistic().read_only(),
-    );
+    let mut snapshot = snapshot(&client).await;
     let forward: Vec<_> = snapshot
         .scan("a".to_owned().."zz".to_owned(), 10)
         .await
@@ -211,10 +213,7 @@ async fn server_is_busy_reaches_the_caller() {
     let client = client(&kv).await;
     put_all(&client, &[("apple", "1")]).await;
     kv.faults().server_busy("KvGet", 1);
-    let mut snapshot = client.snapshot(
-        client.current_timestamp().await.expect("ts"),
-        TransactionOptions::new_optimistic().read_only(),
-    );
+    let mut snapshot = snapshot(&client).await;
     let err = snapshot
         .get("apple".to_owned())
         .await
@@ -308,10 +307,7 @@ async fn the_control_api_injects_faults_and_refuses_bad_requests() {
     )
     .await;
     assert_eq!((status, body.as_str()), (200, r#"{"ok":true}"#));
-    let mut snapshot = client.snapshot(
-        client.current_timestamp().await.expect("ts"),
-        TransactionOptions::new_optimistic().read_only(),
-    );
+    let mut snapshot = snapshot(&client).await;
     assert!(
         snapshot.get("apple".to_owned()).await.is_err(),
         "the fault took effect"
