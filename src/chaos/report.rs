@@ -208,7 +208,9 @@ pub fn blast_radius(failures: &[Failure], intervals: &[Vec<(u64, u64)>]) -> (u64
     (faulted, elsewhere)
 }
 
-/// Detection and takeover times of each kill, restart and stop.
+/// Detection and takeover times of each kill, restart and stop. A takeover counts
+/// only if the standby serves the shard before its own cell does again, and before
+/// the cell's next fault: a later takeover belongs to a later fault.
 pub fn reactions(
     schedule: &[Done],
     cells: &[String],
@@ -221,15 +223,27 @@ pub fn reactions(
         .filter_map(|done| {
             let shard = cells.iter().position(|c| *c == done.step.cell)?;
             let at = done.step.at_ms;
+            let next_fault = schedule
+                .iter()
+                .filter(|d| d.step.cell == done.step.cell && d.step.at_ms > at)
+                .map(|d| d.step.at_ms)
+                .min()
+                .unwrap_or(u64::MAX);
             let after = timeline
                 .iter()
-                .filter(|c| c.shard == shard && c.at_ms >= at);
+                .filter(|c| c.shard == shard && c.at_ms >= at && c.at_ms < next_fault);
             let detection_ms = after
                 .clone()
                 .find(|c| c.served_by != Some(shard))
                 .map(|c| c.at_ms - at);
             let takeover_ms = standbys[shard]
-                .and_then(|standby| after.clone().find(|c| c.served_by == Some(standby)))
+                .and_then(|standby| {
+                    after
+                        .clone()
+                        .skip_while(|c| c.served_by == Some(shard))
+                        .find(|c| c.served_by == Some(standby) || c.served_by == Some(shard))
+                        .filter(|c| c.served_by == Some(standby))
+                })
                 .map(|c| c.at_ms - at);
             Some(Reaction {
                 at_ms: at,
@@ -245,6 +259,53 @@ pub fn reactions(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_takeover_counts_for_a_fault_only_before_the_cell_is_back_and_its_next_fault() {
+        let change = |at_ms, served_by| RouteChange {
+            at_ms,
+            shard: 1,
+            served_by,
+            epoch: None,
+        };
+        let kill = |at_ms| Done {
+            step: Step {
+                at_ms,
+                action: Action::Kill,
+                cell: "c2".to_owned(),
+            },
+            outcome: "pid 7".to_owned(),
+        };
+        let cells = ["c1".to_owned(), "c2".to_owned(), "c3".to_owned()];
+        let standbys = [Some(1), Some(2), Some(0)];
+        let timeline = [
+            // Kill at 1,000: detected, taken over by c3 (index 2).
+            change(1_010, None),
+            change(1_600, Some(2)),
+            change(2_500, Some(1)),
+            // Kill at 5,000: detected, back on c2 before the standby could claim.
+            change(5_010, None),
+            change(5_400, Some(1)),
+            // Kill at 9,000: taken over.
+            change(9_020, None),
+            change(9_700, Some(2)),
+        ];
+        let schedule = [kill(1_000), kill(5_000), kill(9_000)];
+        let times: Vec<(Option<u64>, Option<u64>)> =
+            reactions(&schedule, &cells, &standbys, &timeline)
+                .iter()
+                .map(|r| (r.detection_ms, r.takeover_ms))
+                .collect();
+        assert_eq!(
+            times,
+            [
+                (Some(10), Some(600)),
+                (Some(10), None),
+                (Some(20), Some(700))
+            ],
+            "the second kill's reaction is not the third kill's takeover"
+        );
+    }
 
     #[test]
     fn errors_count_against_the_shard_only_while_it_is_disrupted() {
