@@ -130,10 +130,19 @@ pub async fn leased_stock_sells_exactly_once_across_kills_of_a_cell_and_the_glob
         "{unavailable} attempts failed: more than the kills explain"
     );
 
-    // Every cell back on its own shard, then the sale is closed: leftovers go back.
+    // Every cell back on its own shard, and every standby done handing back (on a
+    // loaded host the router may route back before the standby has closed the
+    // shard), then the sale is closed: leftovers go back.
     for cell in CELLS {
         let user = cluster.users_of(cell, 1).remove(0);
         cluster.wait_routed(&user, cell).await;
+    }
+    for cell in CELLS {
+        cluster
+            .wait_json(&cluster.audit_url(cell), |audit| {
+                audit["taken_over"] == json!({})
+            })
+            .await;
     }
     let (status, closed) = admin(&cluster, Method::POST, "/admin/items/hot/close", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{closed}");
