@@ -19,7 +19,7 @@ mod proto;
 mod regions;
 mod tikv;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -102,6 +102,8 @@ impl RegionFault {
 struct FaultState {
     drop_commits: u64,
     drop_filter: Option<Vec<u8>>,
+    /// Start versions of the transactions whose prewrites matched `drop_filter`.
+    drop_txns: HashSet<u64>,
     region: HashMap<String, (RegionFault, u64)>,
     latency: HashMap<String, Duration>,
 }
@@ -117,13 +119,15 @@ impl Faults {
         lock(&self.state)
     }
 
-    /// The next `n` successful `KvCommit`s whose keys contain `key_part` (any, if
-    /// None) are applied and then answered with `Unavailable`, as if the reply
-    /// were lost on the way.
+    /// The next `n` successful `KvCommit`s of transactions that prewrote a key
+    /// containing `key_part` (any, if None) are applied and then answered with
+    /// `Unavailable`, as if the reply were lost on the way. A transaction, not a
+    /// key: its primary's commit names only the primary, which need not match.
     pub fn drop_commit_replies(&self, n: u64, key_part: Option<Vec<u8>>) {
         let mut state = self.state();
         state.drop_commits = n;
-        state.drop_filter = key_part;
+        state.drop_filter = key_part.filter(|part| !part.is_empty());
+        state.drop_txns.clear();
     }
 
     /// The next `n` calls of `rpc` answer with this region error.
@@ -160,15 +164,25 @@ impl Faults {
         Some(fault)
     }
 
-    fn take_commit_drop(&self, keys: &[Vec<u8>]) -> bool {
+    /// Marks the transaction at `start_ts` for a dropped commit reply if one of
+    /// the keys it prewrites matches the filter.
+    fn note_prewrite(&self, start_ts: u64, keys: &[Vec<u8>]) {
         let mut state = self.state();
-        let wanted = match &state.drop_filter {
-            None => true,
-            Some(part) if part.is_empty() => true,
-            Some(part) => keys
-                .iter()
-                .any(|key| key.windows(part.len()).any(|w| w == part.as_slice())),
+        let Some(part) = &state.drop_filter else {
+            return;
         };
+        if state.drop_commits > 0
+            && keys
+                .iter()
+                .any(|key| key.windows(part.len()).any(|w| w == part.as_slice()))
+        {
+            state.drop_txns.insert(start_ts);
+        }
+    }
+
+    fn take_commit_drop(&self, start_ts: u64) -> bool {
+        let mut state = self.state();
+        let wanted = state.drop_filter.is_none() || state.drop_txns.contains(&start_ts);
         if state.drop_commits == 0 || !wanted {
             return false;
         }

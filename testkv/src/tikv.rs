@@ -300,7 +300,10 @@ impl Tikv {
     }
 
     async fn prewrite(self, request: PrewriteRequest) -> Result<PrewriteResponse, Status> {
-        let keys = request.mutations.iter().map(|m| m.key.clone()).collect();
+        let keys: Vec<Vec<u8>> = request.mutations.iter().map(|m| m.key.clone()).collect();
+        self.shared
+            .faults
+            .note_prewrite(request.start_version, &keys);
         let prewrite = mvcc::Prewrite {
             mutations: request
                 .mutations
@@ -357,7 +360,7 @@ impl Tikv {
             )
             .await;
         let applied = reply.region_error.is_none() && reply.error.is_none();
-        if applied && self.shared.faults.take_commit_drop(&keys) {
+        if applied && self.shared.faults.take_commit_drop(request.start_version) {
             self.shared.count("fault.drop_commit_reply");
             return Err(Status::unavailable(
                 "testkv fault: the commit was applied, its reply lost",

@@ -206,6 +206,35 @@ async fn a_slow_commit_keeps_its_lock_alive_with_heartbeats() {
     assert_eq!(read(&client, "apple").await.as_deref(), Some(&b"1"[..]));
 }
 
+/// A filtered reply drop picks transactions by what they prewrote: the primary's
+/// commit is lost even though the primary's key does not match, while a
+/// transaction that never wrote a matching key commits untouched.
+#[tokio::test]
+async fn lost_commit_replies_pick_transactions_by_any_key_they_write() {
+    let kv = TestKv::start(two_stores()).await.expect("testkv starts");
+    let client = client(&kv).await;
+    kv.faults()
+        .drop_commit_replies(1_000, Some(b"zebra".to_vec()));
+    put_all(&client, &[("apple", "first")]).await;
+    let mut txn = client.begin_optimistic().await.expect("begin");
+    txn.put("apple".to_owned(), "primary".to_owned())
+        .await
+        .expect("put");
+    txn.put("zebra".to_owned(), "secondary".to_owned())
+        .await
+        .expect("put");
+    txn.commit()
+        .await
+        .expect_err("every reply to the primary's commit is lost");
+    kv.faults().clear();
+    assert!(kv.counters()["fault.drop_commit_reply"] >= 1);
+    assert_eq!(
+        read(&client, "zebra").await.as_deref(),
+        Some(&b"secondary"[..]),
+        "the primary was committed, so the secondary resolves to committed"
+    );
+}
+
 /// The client does not retry `ServerIsBusy`: it surfaces as an error.
 #[tokio::test]
 async fn server_is_busy_reaches_the_caller() {

@@ -85,11 +85,20 @@ pub async fn thousands_of_concurrent_orders_sell_exactly_the_stock_on(builder: C
         .iter()
         .filter(|a| a.status == Some(StatusCode::CONFLICT))
         .count();
-    assert_eq!(confirmed, 60, "exactly the stock is sold");
+    let others: Vec<_> = attempts
+        .iter()
+        .filter(|a| !matches!(a.status, Some(StatusCode::CREATED | StatusCode::CONFLICT)))
+        .take(5)
+        .map(|a| format!("{:?} {}", a.status, String::from_utf8_lossy(&a.body)))
+        .collect();
+    assert_eq!(
+        confirmed, 60,
+        "exactly the stock is sold; others: {others:?}"
+    );
     assert_eq!(
         confirmed + sold_out,
         attempts.len(),
-        "every other attempt is sold_out"
+        "every other attempt is sold_out; the first others: {others:?}"
     );
     for cell in ["c1", "c2", "c3"] {
         let audit = cluster.audit(cell).await;

@@ -121,7 +121,8 @@ async fn an_order_whose_commit_reply_was_lost_is_confirmed_exactly_once() {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
-    // The order's batch is the only ledger write that names the user's request.
+    // The order's batch is the only ledger transaction that writes the user's keys
+    // (its primary is the ownership record, which every batch writes).
     kv.faults()
         .drop_commit_replies(1_000, Some(user.clone().into_bytes()));
     let order = json!({"item_id": "hot", "quantity": 1, "request_id": "o1"});
